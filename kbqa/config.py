@@ -1,0 +1,163 @@
+"""Settings: one pydantic model, read from YAML, overridable by env and keyword.
+
+Precedence (last wins): built-in defaults < configs/default.yaml (or the file given)
+< environment `KBQA_*` < keyword overrides. Nested keys use `__` in env names, e.g.
+`KBQA_EMBEDDING__MODEL=minilm`, `KBQA_RETRIEVAL__K=8`; `KBQA_HOME` sets `home`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kbqa.errors import ConfigError
+
+PACKAGE_DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoaderSettings(_Strict):
+    ocr: bool = True
+    """OCR pages that have no text layer (only those pages)."""
+    ocr_min_chars: int = Field(default=20, ge=0)
+    """A PDF page with fewer extracted characters than this is treated as scanned."""
+    max_file_mb: float = Field(default=200.0, gt=0)
+    """Any file larger than this is skipped and reported."""
+    max_text_mb: float = Field(default=20.0, gt=0)
+    """Plain-text-like files (txt, md, csv, json, html) larger than this are skipped and reported."""
+    table_rows_per_chunk: int = Field(default=20, ge=1)
+    """Tables (csv/xlsx) are cut into row groups of this size, each repeating the header."""
+
+
+class SplitterSettings(_Strict):
+    chunk_size: int = Field(default=400, ge=50, le=8000)
+    """Target chunk length in characters."""
+    chunk_overlap: int = Field(default=60, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_smaller(self) -> SplitterSettings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"splitter.chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
+            )
+        return self
+
+
+class EmbeddingSettings(_Strict):
+    model: str = "use-multilingual"
+    """'use-multilingual' (bundled, zh+en), 'minilm' (bundled, English), or a local
+    sentence-transformers model directory (e.g. a downloaded bge-large-zh or m3e)."""
+    batch_size: int = Field(default=64, ge=1)
+    device: str = "auto"
+    """'auto' (cuda → mps → cpu), 'cpu', 'cuda', 'cuda:1', 'mps'."""
+    quantize: bool = True
+    """Dynamic int8 quantisation of torch models on CPU (faster, same ranking); ignored on GPU."""
+
+
+class RetrievalSettings(_Strict):
+    k: int = Field(default=5, ge=1, le=100)
+    fetch_k: int = Field(default=40, ge=1, le=1000)
+    """Candidates taken from each of the dense and keyword indexes before fusion."""
+    mode: Literal["hybrid", "dense", "keyword"] = "hybrid"
+    rrf_k: int = Field(default=60, ge=1)
+    dense_weight: float = Field(default=1.0, ge=0)
+    keyword_weight: float = Field(default=1.0, ge=0)
+    min_score: float = Field(default=0.0, ge=0, le=1)
+    """Sources scoring below this (0–1 scale) are not returned."""
+
+
+class StoreSettings(_Strict):
+    backend: Literal["faiss"] = "faiss"
+    faiss_index: str = "Flat"
+    """A faiss.index_factory string for the inner index ('Flat' = exact)."""
+
+
+class Settings(_Strict):
+    home: Path = Path(".")
+    """Holds knowledge/<kb>/ and vector_store/<kb>/."""
+    default_kb: str = "samples"
+    loaders: LoaderSettings = LoaderSettings()
+    splitter: SplitterSettings = SplitterSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    store: StoreSettings = StoreSettings()
+
+    @property
+    def knowledge_dir(self) -> Path:
+        return self.home / "knowledge"
+
+    @property
+    def vector_store_dir(self) -> Path:
+        return self.home / "vector_store"
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith("KBQA_") or name in ("KBQA_CONFIG",):
+            continue
+        keys = name[len("KBQA_"):].lower().split("__")
+        node = out
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = yaml.safe_load(value) if value else value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_settings(
+    path: str | Path | None = None,
+    environ: dict[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build `Settings` from a YAML file, `KBQA_*` env variables and keyword overrides.
+
+    `path` defaults to `$KBQA_CONFIG`, then `$KBQA_HOME/configs/default.yaml` if it exists,
+    then the defaults shipped with the package. Keyword overrides may be nested dicts.
+    """
+    env = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    candidate = path or env.get("KBQA_CONFIG")
+    if candidate is None:
+        home_cfg = Path(env.get("KBQA_HOME", ".")) / "configs" / "default.yaml"
+        candidate = home_cfg if home_cfg.is_file() else PACKAGE_DEFAULT_CONFIG
+    if Path(candidate).is_file() or path or env.get("KBQA_CONFIG"):
+        data = _read_yaml(Path(candidate))
+    data = _deep_merge(data, _env_overrides(env))
+    data = _deep_merge(data, overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings from {candidate}: {problems}") from exc
