@@ -71,6 +71,18 @@ class RetrievalSettings(_Strict):
     keyword_weight: float = Field(default=1.0, ge=0)
     min_score: float = Field(default=0.0, ge=0, le=1)
     """Sources scoring below this (0–1 scale) are not returned."""
+    fusion: Literal["linear", "rrf"] = "linear"
+    """How dense and keyword results are ordered; the shown score is always the linear one."""
+    dense_floor: float = Field(default=0.1, ge=-1, le=1)
+    dense_ceiling: float = Field(default=0.7, ge=-1, le=1)
+    """Cosine similarities are mapped linearly from [floor, ceiling] onto the 0–1 scale."""
+
+    @model_validator(mode="after")
+    def _range(self) -> RetrievalSettings:
+        if self.dense_ceiling <= self.dense_floor:
+            raise ValueError(f"retrieval.dense_ceiling ({self.dense_ceiling}) must exceed dense_floor "
+                             f"({self.dense_floor})")
+        return self
 
 
 class StoreSettings(_Strict):

@@ -1,0 +1,256 @@
+"""The `kbqa` command line. Thin: parses, calls `KnowledgeBase`, prints.
+
+Library errors (`KbqaError`) become a one-line message and exit code 2; a file that
+failed to index makes `kbqa index` exit 1 after the full report.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kbqa.config import Settings, load_settings
+from kbqa.errors import KbqaError
+from kbqa.kb import KnowledgeBase
+from kbqa.schema import FileResult, IngestReport, Source
+
+app = typer.Typer(
+    help="kbqa: index a folder of documents and search it (Chinese and English).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+kb_app = typer.Typer(help="Manage knowledge bases.", no_args_is_help=True)
+app.add_typer(kb_app, name="kb")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.", show_default=False)]
+HomeOpt = Annotated[
+    Path | None, typer.Option("--home", help="Folder holding knowledge/ and vector_store/ (env KBQA_HOME).")
+]
+KbOpt = Annotated[str | None, typer.Option("--kb", help="Knowledge base name (default: settings.default_kb).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+T = TypeVar("T")
+
+
+def _settings(config: Path | None, home: Path | None) -> Settings:
+    overrides: dict[str, Any] = {"home": home} if home else {}
+    return load_settings(config, **overrides)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except KbqaError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: everything committed so far is kept; rerun to finish.")
+        raise typer.Exit(130) from None
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+
+
+_STYLE = {"added": "green", "updated": "cyan", "unchanged": "dim", "removed": "magenta", "failed": "bold red"}
+
+
+def _print_report(report: IngestReport) -> None:
+    table = Table(title="Index report", show_lines=False)
+    table.add_column("file", overflow="fold")
+    table.add_column("status")
+    table.add_column("chunks", justify="right")
+    table.add_column("note", overflow="fold")
+    for f in report.files:
+        note = f.reason or "; ".join(f.warnings)
+        table.add_row(f.file, f"[{_STYLE[f.status]}]{f.status}[/]", str(f.chunks or ""), note)
+    out.print(table)
+    counts = report.to_json()["counts"]
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    out.print(f"{summary or 'no files'} — {report.chunks_embedded} chunks embedded in {report.seconds:.1f}s")
+
+
+def _with_progress(fn: Callable[[Callable[[int, int, FileResult], None]], T], quiet: bool) -> T:
+    if quiet:
+        return fn(lambda *_: None)
+    with Progress(
+        TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"), console=err, transient=True,
+    ) as bar:
+        task = bar.add_task("", total=None)
+
+        def update(done: int, total: int, result: FileResult) -> None:
+            bar.update(task, completed=done, total=total, description=result.file[-50:])
+
+        return fn(update)
+
+
+@app.command()
+def index(
+    path: Annotated[Path | None, typer.Argument(help="File or folder to add; omit to re-index the KB folder.")] = None,
+    kb: KbOpt = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Discard the index and build it again.")] = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Index documents into a knowledge base (incremental: only new or changed files are embedded).
+
+    Files are copied into knowledge/<kb>/; re-running on the same folder mirrors it.
+
+    Example: kbqa index ~/manuals --kb manuals
+    """
+    with _errors():
+        settings = _settings(config, home)
+        with KnowledgeBase.create(kb or settings.default_kb, settings, exist_ok=True) as base:
+            if rebuild:
+                report = _with_progress(base.rebuild, as_json)
+                if path is not None:
+                    report = _with_progress(lambda p: base.add(path, p), as_json)
+            elif path is not None:
+                report = _with_progress(lambda p: base.add(path, p), as_json)
+            else:
+                report = _with_progress(base.sync, as_json)
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        _print_report(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _print_sources(sources: list[Source]) -> None:
+    if not sources:
+        out.print("[yellow]No matching passages in the knowledge base.[/]")
+        return
+    for s in sources:
+        where = f"{s.file}" + (f" p.{s.page}" if s.page else "") + (f" — {s.heading}" if s.heading else "")
+        out.print(f"[bold][{s.n}][/] {where}  [dim](score {s.score:.2f})[/]", highlight=False)
+        snippet = " ".join(s.text.split())
+        out.print(f"    {snippet[:300]}{'…' if len(snippet) > 300 else ''}", highlight=False)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for, in any language.")],
+    kb: KbOpt = None,
+    k: Annotated[int | None, typer.Option("-k", help="How many sources.")] = None,
+    min_score: Annotated[float | None, typer.Option("--min-score", help="Drop sources below this 0–1 score.")] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Retrieve the most relevant passages (no LLM), with file, page and a 0–1 score.
+
+    Example: kbqa search "how do I shrink Helvetica next to Times" --kb manuals --json
+    """
+    with _errors():
+        settings = _settings(config, home)
+        with KnowledgeBase.open(kb or settings.default_kb, settings) as base:
+            sources = base.search(query, k=k, min_score=min_score)
+    if as_json:
+        _print_json({"sources": [s.to_json() for s in sources]})
+    else:
+        _print_sources(sources)
+
+
+@app.command()
+def remove(
+    file: Annotated[str, typer.Argument(help="File name inside the knowledge base (as `kbqa kb info` lists).")],
+    kb: KbOpt = None,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Remove a file from a knowledge base: its copy and all its chunks.
+
+    Example: kbqa remove old-manual.pdf --kb manuals
+    """
+    with _errors():
+        settings = _settings(config, home)
+        with KnowledgeBase.open(kb or settings.default_kb, settings) as base:
+            result = base.remove(file)
+    out.print(f"removed {result.file} ({result.chunks} chunks)")
+
+
+@kb_app.command("list")
+def kb_list(as_json: JsonOpt = False, config: ConfigOpt = None, home: HomeOpt = None) -> None:
+    """List knowledge bases.  Example: kbqa kb list"""
+    with _errors():
+        names = KnowledgeBase.list_names(_settings(config, home))
+    if as_json:
+        _print_json({"knowledge_bases": names})
+    else:
+        for name in names:
+            out.print(name)
+
+
+@kb_app.command("create")
+def kb_create(name: str, config: ConfigOpt = None, home: HomeOpt = None) -> None:
+    """Create an empty knowledge base.  Example: kbqa kb create manuals"""
+    with _errors(), KnowledgeBase.create(name, _settings(config, home)) as base:
+        out.print(f"created {name}: put files in {base.knowledge_dir} and run `kbqa index --kb {name}`")
+
+
+@kb_app.command("delete")
+def kb_delete(
+    name: str,
+    keep_files: Annotated[bool, typer.Option("--keep-files", help="Delete only the index.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Delete a knowledge base (its index, and its copied files unless --keep-files).
+
+    Example: kbqa kb delete manuals --yes
+    """
+    if not yes:
+        typer.confirm(f"Delete knowledge base {name!r}?", abort=True)
+    with _errors():
+        KnowledgeBase.delete(name, _settings(config, home), keep_files=keep_files)
+    out.print(f"deleted {name}")
+
+
+@kb_app.command("info")
+def kb_info(name: Annotated[str | None, typer.Argument()] = None, as_json: JsonOpt = False,
+            config: ConfigOpt = None, home: HomeOpt = None) -> None:
+    """Show a knowledge base's files, chunk counts, embedding model and size.
+
+    Example: kbqa kb info manuals
+    """
+    with _errors():
+        settings = _settings(config, home)
+        with KnowledgeBase.open(name or settings.default_kb, settings) as base:
+            stats, files = base.stats(), base.files()
+    if as_json:
+        _print_json({**stats, "file_list": files})
+        return
+    emb = stats["embedding"]
+    out.print(f"[bold]{stats['name']}[/]: {stats['files']} files ({stats['failed_files']} failed), "
+              f"{stats['chunks']} chunks, {stats['index_bytes'] / 1e6:.1f} MB; "
+              f"embedding {emb['model_id']} ({emb['dimension']}-d)")
+    for f in files:
+        note = f" — {f['reason']}" if f["reason"] else ""
+        out.print(f"  {f['file']}  [{_STYLE.get('failed' if f['status'] == 'failed' else 'added')}]"
+                  f"{f['status']}[/] {f['chunks']} chunks{note}", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""Incremental indexing of a knowledge folder into a `ChunkStore`.
+
+One pass: scan the folder, hash every file, and compare with the catalog:
+unchanged files cost a stat + sha256 and nothing else; new or changed files are
+loaded and split on a background thread while the main thread embeds and commits
+them in waves (one SQLite transaction per wave). Files gone from the folder are
+removed from both indexes. A kill at any moment leaves the last committed wave; a
+rerun skips what was committed and finishes the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kbqa.embeddings import KbqaEmbeddings
+from kbqa.errors import LoaderError
+from kbqa.loaders import Loaders
+from kbqa.schema import Chunk, FileResult, IngestReport
+from kbqa.splitter import ChineseRecursiveSplitter
+from kbqa.store import ChunkStore, FileRecord, FileWrite
+from kbqa.tokenize import Tokenizer
+
+log = logging.getLogger(__name__)
+
+IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
+WAVE_CHUNKS = 512
+"""Chunks embedded per wave: big enough for efficient batches, small enough that a
+kill loses little work (each wave is committed)."""
+
+ProgressFn = Callable[[int, int, FileResult], None]
+"""Called after each file with (files done, files total, that file's result)."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def scan_folder(root: Path) -> Iterator[Path]:
+    """Every regular file under root, sorted, skipping hidden/system files and symlinked dirs."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith((".", "~$")) or name.lower() in IGNORED_NAMES:
+                continue
+            path = Path(dirpath) / name
+            if path.is_file():
+                yield path
+
+
+def embed_text(chunk: Chunk) -> str:
+    """What is embedded for a chunk: its heading path gives short chunks their context."""
+    return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+@dataclass(slots=True)
+class _Prepared:
+    record: FileRecord
+    result: FileResult
+    chunks: list[Chunk] = field(default_factory=list)
+    terms: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+
+
+class Indexer:
+    """Brings a store in line with a folder. Collaborators are injected."""
+
+    def __init__(
+        self,
+        store: ChunkStore,
+        loaders: Loaders,
+        splitter: ChineseRecursiveSplitter,
+        embeddings: KbqaEmbeddings,
+        tokenizer: Tokenizer,
+        split_key: str,
+    ) -> None:
+        self.store = store
+        self.loaders = loaders
+        self.splitter = splitter
+        self.embeddings = embeddings
+        self.tokenizer = tokenizer
+        self.split_key = split_key
+
+    def sync(
+        self,
+        root: Path,
+        home: Path,
+        origins: dict[str, str] | None = None,
+        progress: ProgressFn | None = None,
+    ) -> IngestReport:
+        """Index `root` (a KB's knowledge folder) incrementally; paths are reported relative to `home`."""
+        started = time.perf_counter()
+        report = IngestReport()
+        known = self.store.files()
+        paths = list(scan_folder(root)) if root.is_dir() else []
+        names = {p.relative_to(root).as_posix(): p for p in paths}
+        removed = sorted(set(known) - set(names))
+        todo: list[tuple[str, Path, FileRecord]] = []
+        total = len(names)
+        done = 0
+        for name, path in names.items():
+            st = path.stat()
+            old = known.get(name)
+            sha = sha256_file(path)
+            record = FileRecord(
+                file=name, sha256=sha, size=st.st_size, mtime=st.st_mtime,
+                origin=(origins or {}).get(name, old.origin if old else None), split_key=self.split_key,
+            )
+            if old is not None and old.sha256 == sha and old.split_key == self.split_key:
+                status = "failed" if old.status == "failed" else "unchanged"
+                result = FileResult(name, status, old.n_chunks, old.reason, old.warnings)
+                report.files.append(result)
+                done += 1
+                if progress:
+                    progress(done, total, result)
+                continue
+            todo.append((name, path, record))
+        if removed:
+            self.store.commit([], removed)
+            report.files.extend(FileResult(name, "removed") for name in removed)
+        try:
+            for prepared in self._embed_waves(self._prepare_all(todo, root, home, known), report):
+                done += 1
+                if progress:
+                    progress(done, total, prepared.result)
+        finally:
+            self.store.flush()
+        report.files.sort(key=lambda f: f.file)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    # -- stages ----------------------------------------------------------------------
+    def _prepare_all(
+        self, todo: list[tuple[str, Path, FileRecord]], root: Path, home: Path, known: dict[str, FileRecord]
+    ) -> Iterator[_Prepared]:
+        """Load + split + tokenize on a background thread, yielding in order."""
+        if not todo:
+            return
+        q: queue.Queue[_Prepared | BaseException | None] = queue.Queue(maxsize=4)
+        stop = threading.Event()
+
+        def work() -> None:
+            try:
+                for name, path, record in todo:
+                    if stop.is_set():
+                        return
+                    q.put(self._prepare(name, path, record, root, home, known))
+                q.put(None)
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                q.put(exc)
+
+        thread = threading.Thread(target=work, name="kbqa-loader", daemon=True)
+        thread.start()
+        try:
+            while (item := q.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():  # drain so the producer can finish its current put
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    thread.join(0.05)
+
+    def _prepare(
+        self, name: str, path: Path, record: FileRecord, root: Path, home: Path, known: dict[str, FileRecord]
+    ) -> _Prepared:
+        status = "updated" if name in known else "added"
+        try:
+            loaded = self.loaders.load(path)
+            try:
+                display_path = path.resolve().relative_to(home.resolve()).as_posix()
+            except ValueError:
+                display_path = str(path)
+            chunks = self.splitter.split(loaded.sections, name, display_path)
+            if not chunks:
+                raise LoaderError(path, "no text found in the file")
+        except LoaderError as exc:
+            record.status, record.reason = "failed", exc.reason
+            return _Prepared(record, FileResult(name, "failed", reason=exc.reason))
+        except Exception as exc:  # a library bug on one file must not stop the folder
+            log.debug("unexpected error loading %s", path, exc_info=True)
+            reason = f"unexpected {type(exc).__name__}: {exc}"
+            record.status, record.reason = "failed", reason
+            return _Prepared(record, FileResult(name, "failed", reason=reason))
+        record.warnings = list(loaded.warnings)
+        record.n_chunks = len(chunks)
+        return _Prepared(
+            record,
+            FileResult(name, status, len(chunks), warnings=list(loaded.warnings)),
+            chunks,
+            [" ".join(self.tokenizer.terms(c.text if not c.heading else f"{c.heading} {c.text}")) for c in chunks],
+            [embed_text(c) for c in chunks],
+        )
+
+    def _embed_waves(self, prepared: Iterator[_Prepared], report: IngestReport) -> Iterator[_Prepared]:
+        wave: list[_Prepared] = []
+        pending = 0
+        for item in prepared:
+            wave.append(item)
+            pending += len(item.chunks)
+            if pending >= WAVE_CHUNKS:
+                yield from self._commit_wave(wave, report)
+                wave, pending = [], 0
+        if wave:
+            yield from self._commit_wave(wave, report)
+
+    def _commit_wave(self, wave: list[_Prepared], report: IngestReport) -> list[_Prepared]:
+        keys = [[text_key(t) for t in item.texts] for item in wave]
+        flat_keys = [k for ks in keys for k in ks]
+        reuse = self.store.catalog.vectors_for_keys(sorted(set(flat_keys)), self.store.dimension)
+        need = {k: t for item, ks in zip(wave, keys, strict=True) for k, t in zip(ks, item.texts, strict=True)
+                if k not in reuse}
+        if need:
+            new_keys = list(need)
+            vecs = self.embeddings.encode([need[k] for k in new_keys])
+            reuse.update(zip(new_keys, vecs, strict=True))
+            report.chunks_embedded += len(new_keys)
+        writes = []
+        for item, ks in zip(wave, keys, strict=True):
+            vectors = np.stack([reuse[k] for k in ks]) if ks else None
+            writes.append(FileWrite(item.record, item.chunks, vectors, item.terms, ks))
+        self.store.commit(writes)
+        report.files.extend(item.result for item in wave)
+        return wave

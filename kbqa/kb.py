@@ -1,0 +1,290 @@
+"""`KnowledgeBase`: the public face of kbqa.
+
+A knowledge base named N lives in two folders under `settings.home`:
+`knowledge/N/` holds its source files (what `add` copies in), `vector_store/N/` its
+index. Everything heavy (embedding model, jieba, OCR) loads on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kbqa.config import Settings, load_settings
+from kbqa.embeddings import KbqaEmbeddings, make_embeddings
+from kbqa.errors import ConfigError, KbqaError, KnowledgeBaseExistsError, KnowledgeBaseNotFoundError
+from kbqa.index import Indexer, ProgressFn, scan_folder, sha256_file
+from kbqa.loaders import Loaders
+from kbqa.retriever import HybridRetriever, KbqaLangchainRetriever
+from kbqa.schema import FileResult, IngestReport, Source
+from kbqa.splitter import ChineseRecursiveSplitter
+from kbqa.store import CATALOG_FILE, ChunkStore
+from kbqa.tokenize import Tokenizer
+
+_NAME = re.compile(r"^[\w][\w.\-]{0,63}$", re.UNICODE)
+
+
+def validate_kb_name(name: str) -> str:
+    if not _NAME.match(name) or ".." in name:
+        raise ConfigError(
+            f"invalid knowledge base name {name!r}: use letters, digits, '_', '-' or '.', up to 64 characters"
+        )
+    return name
+
+
+class KnowledgeBase:
+    """One knowledge base. Build with `create` or `open`; collaborators may be injected."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings | None = None,
+        *,
+        embeddings: KbqaEmbeddings | None = None,
+        loaders: Loaders | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        self.name = validate_kb_name(name)
+        self.settings = settings or load_settings()
+        self._embeddings = embeddings
+        self._loaders = loaders
+        self._tokenizer = tokenizer or Tokenizer()
+        self._splitter = ChineseRecursiveSplitter(self.settings.splitter)
+        self._store: ChunkStore | None = None
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def create(cls, name: str, settings: Settings | None = None, *, exist_ok: bool = False, **inject: Any
+               ) -> KnowledgeBase:
+        kb = cls(name, settings, **inject)
+        if kb.exists() and not exist_ok:
+            raise KnowledgeBaseExistsError(f"knowledge base {name!r} already exists in {kb.settings.home}")
+        kb.knowledge_dir.mkdir(parents=True, exist_ok=True)
+        _ = kb.store  # creates the index folder and records the fingerprint
+        return kb
+
+    @classmethod
+    def open(cls, name: str, settings: Settings | None = None, **inject: Any) -> KnowledgeBase:
+        kb = cls(name, settings, **inject)
+        if not kb.exists():
+            known = ", ".join(cls.list_names(kb.settings)) or "none yet"
+            raise KnowledgeBaseNotFoundError(
+                f"no knowledge base {name!r} in {kb.settings.home} (existing: {known}); "
+                f"create it with: kbqa index PATH --kb {name}"
+            )
+        return kb
+
+    @staticmethod
+    def list_names(settings: Settings | None = None) -> list[str]:
+        settings = settings or load_settings()
+        names: set[str] = set()
+        for base in (settings.knowledge_dir, settings.vector_store_dir):
+            if base.is_dir():
+                names.update(p.name for p in base.iterdir() if p.is_dir() and _NAME.match(p.name))
+        return sorted(names)
+
+    @classmethod
+    def delete(cls, name: str, settings: Settings | None = None, *, keep_files: bool = False) -> None:
+        kb = cls.open(name, settings)
+        kb.close()
+        shutil.rmtree(kb.index_dir, ignore_errors=True)
+        if not keep_files:
+            shutil.rmtree(kb.knowledge_dir, ignore_errors=True)
+
+    # -- paths and lazy parts ------------------------------------------------------------
+    @property
+    def knowledge_dir(self) -> Path:
+        return self.settings.knowledge_dir / self.name
+
+    @property
+    def index_dir(self) -> Path:
+        return self.settings.vector_store_dir / self.name
+
+    def exists(self) -> bool:
+        return self.knowledge_dir.is_dir() or (self.index_dir / CATALOG_FILE).is_file()
+
+    @property
+    def embeddings(self) -> KbqaEmbeddings:
+        if self._embeddings is None:
+            self._embeddings = make_embeddings(self.settings.embedding)
+        return self._embeddings
+
+    @property
+    def loaders(self) -> Loaders:
+        if self._loaders is None:
+            self._loaders = Loaders(self.settings.loaders)
+        return self._loaders
+
+    def fingerprint(self) -> dict[str, Any]:
+        emb = self.embeddings
+        return {
+            "embedding": {"model_id": emb.model_id, "dimension": emb.dimension, "normalized": emb.normalized},
+            "splitter": self._splitter.fingerprint(),
+            "store": {"backend": self.settings.store.backend, "faiss_index": self.settings.store.faiss_index},
+        }
+
+    def _split_key(self) -> str:
+        """Changes whenever settings that change the chunks change: such files are re-split."""
+        loader = self.settings.loaders.model_dump(include={"ocr", "ocr_min_chars", "table_rows_per_chunk"})
+        raw = json.dumps([self._splitter.fingerprint(), loader], sort_keys=True)
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+    @property
+    def store(self) -> ChunkStore:
+        if self._store is None:
+            self._recover_swap()
+            self._store = ChunkStore(
+                self.index_dir,
+                self.fingerprint(),
+                self.settings.store.faiss_index,
+                rebuild_hint=f"kbqa index --kb {self.name} --rebuild",
+            )
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> KnowledgeBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- indexing ------------------------------------------------------------------------
+    def _indexer(self) -> Indexer:
+        return Indexer(self.store, self.loaders, self._splitter, self.embeddings, self._tokenizer, self._split_key())
+
+    def sync(self, progress: ProgressFn | None = None, origins: dict[str, str] | None = None) -> IngestReport:
+        """Index the KB's knowledge folder: new/changed files in, deleted files out."""
+        self.knowledge_dir.mkdir(parents=True, exist_ok=True)
+        return self._indexer().sync(self.knowledge_dir, self.settings.home, origins, progress)
+
+    def add(self, path: str | Path, progress: ProgressFn | None = None) -> IngestReport:
+        """Copy a file or folder into the knowledge folder and index it incrementally.
+
+        Files are copied (not linked) so the index never points at files that move.
+        Re-adding the same folder mirrors it: files deleted there since are removed here.
+        """
+        src = Path(path).expanduser().resolve()
+        if not src.exists():
+            raise KbqaError(f"{path}: no such file or folder")
+        kdir = self.knowledge_dir.resolve()
+        if src == kdir or kdir in src.parents:
+            return self.sync(progress)
+        kdir.mkdir(parents=True, exist_ok=True)
+        rejected: list[FileResult] = []
+        origins: dict[str, str] = {}
+        sources = [(src.name, src)] if src.is_file() else [
+            (p.relative_to(src).as_posix(), p) for p in scan_folder(src)
+        ]
+        for rel, file in sources:
+            if not self.loaders.supports(file):
+                rejected.append(FileResult(rel, "failed", reason=f"unsupported file type {file.suffix or '(none)'!r}"))
+                continue
+            dest = kdir / rel
+            if not (dest.is_file() and dest.stat().st_size == file.stat().st_size
+                    and sha256_file(dest) == sha256_file(file)):
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, dest)
+            origins[rel] = str(file)
+        if src.is_dir():  # mirror deletions made in the origin folder since the last add
+            for rec in self.store.files().values():
+                if rec.origin and Path(rec.origin).is_relative_to(src) and not Path(rec.origin).exists():
+                    (kdir / rec.file).unlink(missing_ok=True)
+        report = self.sync(progress, origins)
+        report.files.extend(rejected)
+        report.files.sort(key=lambda f: f.file)
+        return report
+
+    def remove(self, file: str | Path) -> FileResult:
+        """Delete one file from the knowledge folder and its chunks from both indexes."""
+        name = self._file_name(file)
+        records = self.store.files()
+        target = self.knowledge_dir / name
+        if name not in records and not target.exists():
+            raise KbqaError(f"{file}: not a file of knowledge base {self.name!r}")
+        target.unlink(missing_ok=True)
+        self.store.commit([], [name])
+        self.store.flush()
+        return FileResult(name, "removed", records[name].n_chunks if name in records else 0)
+
+    def _file_name(self, file: str | Path) -> str:
+        p = Path(file)
+        for base in (self.knowledge_dir, self.knowledge_dir.resolve()):
+            if p.is_absolute() or p.parts[:1] == ("knowledge",):
+                try:
+                    return (p if p.is_absolute() else self.settings.home / p).resolve().relative_to(
+                        base.resolve()).as_posix()
+                except ValueError:
+                    continue
+        return p.as_posix()
+
+    def rebuild(self, progress: ProgressFn | None = None) -> IngestReport:
+        """Re-index everything from scratch (e.g. after changing the embedding model).
+
+        The new index is built beside the old one and swapped in at the end, so an
+        interrupted rebuild leaves the previous index in place.
+        """
+        self.close()
+        final = self.index_dir
+        staging = final.with_name(f".{self.name}.rebuild")
+        shutil.rmtree(staging, ignore_errors=True)
+        self._store = ChunkStore(staging, self.fingerprint(), self.settings.store.faiss_index)
+        try:
+            report = self.sync(progress)
+        finally:
+            self.close()
+        old = final.with_name(f".{self.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        staging.rename(final)  # between the two renames, _recover_swap() finishes the job
+        shutil.rmtree(old, ignore_errors=True)
+        return report
+
+    def _recover_swap(self) -> None:
+        """Finish a rebuild swap cut short between its two renames."""
+        old = self.index_dir.with_name(f".{self.name}.old")
+        staging = self.index_dir.with_name(f".{self.name}.rebuild")
+        if not self.index_dir.exists() and old.exists():
+            (staging if (staging / CATALOG_FILE).exists() else old).rename(self.index_dir)
+
+    # -- reading -------------------------------------------------------------------------
+    def retriever(self) -> HybridRetriever:
+        return HybridRetriever(self.store, self.embeddings, self._tokenizer, self.settings.retrieval)
+
+    def search(self, query: str, k: int | None = None, min_score: float | None = None) -> list[Source]:
+        """Ranked sources for a query (no LLM). Scores are 0–1, higher is more relevant."""
+        return self.retriever().search(query, k, min_score)
+
+    def as_langchain_retriever(self, k: int | None = None) -> KbqaLangchainRetriever:
+        return KbqaLangchainRetriever(retriever=self.retriever(), k=k or self.settings.retrieval.k)
+
+    def files(self) -> list[dict[str, Any]]:
+        return [
+            {"file": r.file, "status": r.status, "chunks": r.n_chunks, "size": r.size, "sha256": r.sha256,
+             "reason": r.reason, "warnings": r.warnings, "indexed_at": r.indexed_at}
+            for r in self.store.files().values()
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        records: Sequence[Any] = list(self.store.files().values())
+        disk = sum(p.stat().st_size for p in self.index_dir.glob("*") if p.is_file())
+        return {
+            "name": self.name,
+            "files": len(records),
+            "failed_files": sum(1 for r in records if r.status == "failed"),
+            "chunks": self.store.count(),
+            "embedding": self.fingerprint()["embedding"],
+            "splitter": self.settings.splitter.model_dump(),
+            "index_bytes": disk,
+            "knowledge_dir": str(self.knowledge_dir),
+            "index_dir": str(self.index_dir),
+        }

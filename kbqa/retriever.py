@@ -1,0 +1,137 @@
+"""Hybrid retrieval: dense (FAISS) + keyword (FTS5 BM25), fused, one 0–1 relevance score.
+
+Candidates are the union of the dense top-n and the keyword top-n. Every candidate is
+then scored on both signals, so a chunk found by only one index still gets an honest
+value on the other:
+
+- dense relevance: cosine mapped linearly from the model's typical [floor, ceiling]
+  range onto [0, 1];
+- keyword relevance: the idf-weighted share of the query's terms the chunk contains.
+
+The shown score is their weighted mean (a convex combination: unlike RRF it is an
+absolute value, so one threshold means the same thing for every query, which the
+refusal logic needs). `fusion: rrf` orders by reciprocal-rank fusion instead and
+keeps the same score for display.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+
+from kbqa.config import RetrievalSettings
+from kbqa.embeddings import KbqaEmbeddings
+from kbqa.schema import Source
+from kbqa.store import ChunkStore
+from kbqa.tokenize import Tokenizer
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    int_id: int
+    dense: float  # calibrated 0–1
+    keyword: float  # 0–1
+    score: float
+    rrf: float
+
+
+class HybridRetriever:
+    """Search one store. Stateless apart from its injected collaborators."""
+
+    def __init__(
+        self,
+        store: ChunkStore,
+        embeddings: KbqaEmbeddings,
+        tokenizer: Tokenizer,
+        settings: RetrievalSettings,
+    ) -> None:
+        self.store = store
+        self.embeddings = embeddings
+        self.tokenizer = tokenizer
+        self.settings = settings
+
+    def _dense_relevance(self, cosine: float) -> float:
+        lo, hi = self.settings.dense_floor, self.settings.dense_ceiling
+        return min(1.0, max(0.0, (cosine - lo) / (hi - lo)))
+
+    def search(self, query: str, k: int | None = None, min_score: float | None = None) -> list[Source]:
+        """Top-k sources for a query, best first, each with a 0–1 score."""
+        s = self.settings
+        k = k or s.k
+        threshold = s.min_score if min_score is None else min_score
+        query = query.strip()
+        if not query or self.store.count() == 0:
+            return []
+        n = max(s.fetch_k, k)
+        terms = self.tokenizer.query_terms(query)
+        qvec = self.embeddings.encode([query])[0] if s.mode != "keyword" else None
+        dense_hits = self.store.dense_search(qvec, n) if qvec is not None else []
+        kw_hits = self.store.keyword_search(terms, n) if s.mode != "dense" else []
+        ids = list(dict.fromkeys([i for i, _ in dense_hits] + [i for i, _ in kw_hits]))
+        if not ids:
+            return []
+        rows = self.store.chunks(ids)
+        cosine = dict(dense_hits)
+        missing = [i for i in ids if i not in cosine]
+        if missing and qvec is not None:
+            for i, vec in self.store.vectors_of(missing).items():
+                cosine[i] = float(np.dot(vec, qvec))
+        idf = self._idf(terms)
+        dense_rank = {i: r for r, (i, _) in enumerate(dense_hits)}
+        kw_rank = {i: r for r, (i, _) in enumerate(kw_hits)}
+        wd = s.dense_weight if s.mode != "keyword" else 0.0
+        wk = s.keyword_weight if s.mode != "dense" else 0.0
+        candidates = []
+        for i in ids:
+            if i not in rows:
+                continue
+            dense = self._dense_relevance(cosine.get(i, 0.0))
+            keyword = _coverage(idf, set(rows[i].terms.split()))
+            score = (wd * dense + wk * keyword) / ((wd + wk) or 1.0)
+            rrf = sum(
+                w / (s.rrf_k + 1 + rank[i]) for w, rank in ((wd, dense_rank), (wk, kw_rank)) if i in rank
+            )
+            candidates.append(Candidate(i, dense, keyword, score, rrf))
+        key = (lambda c: c.rrf) if s.fusion == "rrf" else (lambda c: c.score)
+        candidates.sort(key=key, reverse=True)
+        out: list[Source] = []
+        for c in candidates:
+            if c.score < threshold:
+                continue
+            ch = rows[c.int_id].chunk
+            out.append(Source(len(out) + 1, ch.file, ch.path, ch.page, ch.heading, c.score, ch.text, ch.id))
+            if len(out) == k:
+                break
+        return out
+
+    def _idf(self, terms: Sequence[str]) -> dict[str, float]:
+        total = max(1, self.store.count())
+        df = self.store.catalog.doc_freqs(terms)
+        # BM25's idf, floored at a small positive weight so very common terms still count a little.
+        return {t: max(0.05, math.log(1 + (total - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5))) for t in terms}
+
+
+def _coverage(idf: dict[str, float], chunk_terms: set[str]) -> float:
+    total = sum(idf.values())
+    if total <= 0:
+        return 0.0
+    return sum(w for t, w in idf.items() if t in chunk_terms) / total
+
+
+class KbqaLangchainRetriever(BaseRetriever):
+    """A langchain-core `BaseRetriever` over a HybridRetriever, for LangChain pipelines."""
+
+    retriever: Any
+    k: int = 5
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        return [s.to_document() for s in self.retriever.search(query, k=self.k)]
