@@ -33,7 +33,7 @@ kb_app = typer.Typer(help="Manage knowledge bases.", no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.", show_default=False)]
 HomeOpt = Annotated[
@@ -115,6 +115,8 @@ def index(
     Example: kbqa index ~/manuals --kb manuals
     """
     with _errors():
+        if path is not None and not path.expanduser().exists():
+            raise KbqaError(f"{path}: no such file or folder")
         settings = _settings(config, home)
         with KnowledgeBase.create(kb or settings.default_kb, settings, exist_ok=True) as base:
             if rebuild:
