@@ -27,13 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kbqa.config import load_settings  # noqa: E402
+from kbqa.eval import percentile  # noqa: E402
 from kbqa.index import embed_text  # noqa: E402
 from kbqa.kb import KnowledgeBase  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 def queries_for(corpus: Path, chunks: list[str], n: int = 60) -> list[str]:

@@ -48,6 +48,12 @@ def load_questions(path: str | Path) -> list[Question]:
     return out
 
 
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1); 0.0 for no values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
+
+
 def _norm(text: str) -> str:
     return "".join(text.lower().split())
 
@@ -69,11 +75,9 @@ class RetrievalReport:
     misses: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        lat = sorted(self.latency_ms)
-        pct = (lambda q: lat[min(len(lat) - 1, round(q * (len(lat) - 1)))] if lat else 0.0)
         return {"questions": self.n, **{f"hit@{k}": round(v, 4) for k, v in self.hits_at.items()},
-                "mrr": round(self.mrr, 4), "search_p50_ms": round(pct(0.5), 2),
-                "search_p95_ms": round(pct(0.95), 2), "misses": self.misses}
+                "mrr": round(self.mrr, 4), "search_p50_ms": round(percentile(self.latency_ms, 0.5), 2),
+                "search_p95_ms": round(percentile(self.latency_ms, 0.95), 2), "misses": self.misses}
 
 
 def evaluate_retrieval(
