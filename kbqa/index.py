@@ -25,7 +25,7 @@ import numpy as np
 from kbqa.embeddings import KbqaEmbeddings
 from kbqa.errors import LoaderError
 from kbqa.loaders import Loaders
-from kbqa.schema import Chunk, FileResult, IngestReport
+from kbqa.schema import Chunk, FileResult, FileStatus, IngestReport
 from kbqa.splitter import ChineseRecursiveSplitter
 from kbqa.store import ChunkStore, FileRecord, FileWrite
 from kbqa.tokenize import Tokenizer
@@ -124,7 +124,7 @@ class Indexer:
                 origin=(origins or {}).get(name, old.origin if old else None), split_key=self.split_key,
             )
             if old is not None and old.sha256 == sha and old.split_key == self.split_key:
-                status = "failed" if old.status == "failed" else "unchanged"
+                status: FileStatus = "failed" if old.status == "failed" else "unchanged"
                 result = FileResult(name, status, old.n_chunks, old.reason, old.warnings)
                 report.files.append(result)
                 done += 1
@@ -184,7 +184,7 @@ class Indexer:
     def _prepare(
         self, name: str, path: Path, record: FileRecord, root: Path, home: Path, known: dict[str, FileRecord]
     ) -> _Prepared:
-        status = "updated" if name in known else "added"
+        status: FileStatus = "updated" if name in known else "added"
         try:
             loaded = self.loaders.load(path)
             try:
