@@ -118,7 +118,9 @@ class Indexer:
         for name, path in names.items():
             st = path.stat()
             old = known.get(name)
-            sha = sha256_file(path)
+            # Like git: an unchanged size and mtime means unchanged content, skip hashing.
+            same_stat = old is not None and old.size == st.st_size and old.mtime == st.st_mtime
+            sha = old.sha256 if same_stat and old is not None else sha256_file(path)
             record = FileRecord(
                 file=name, sha256=sha, size=st.st_size, mtime=st.st_mtime,
                 origin=(origins or {}).get(name, old.origin if old else None), split_key=self.split_key,

@@ -37,6 +37,16 @@ def validate_kb_name(name: str) -> str:
     return name
 
 
+def _same_content(src: Path, dest: Path) -> bool:
+    """True if dest is already a copy of src (copy2 keeps mtime, so size+mtime is the fast path)."""
+    if not dest.is_file():
+        return False
+    a, b = src.stat(), dest.stat()
+    if a.st_size != b.st_size:
+        return False
+    return a.st_mtime == b.st_mtime or sha256_file(src) == sha256_file(dest)
+
+
 class KnowledgeBase:
     """One knowledge base. Build with `create` or `open`; collaborators may be injected."""
 
@@ -189,8 +199,7 @@ class KnowledgeBase:
                 rejected.append(FileResult(rel, "failed", reason=f"unsupported file type {file.suffix or '(none)'!r}"))
                 continue
             dest = kdir / rel
-            if not (dest.is_file() and dest.stat().st_size == file.stat().st_size
-                    and sha256_file(dest) == sha256_file(file)):
+            if not _same_content(file, dest):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(file, dest)
             origins[rel] = str(file)
