@@ -99,8 +99,11 @@ class HybridRetriever:
                 w / (s.rrf_k + 1 + rank[i]) for w, rank in ((wd, dense_rank), (wk, kw_rank)) if i in rank
             )
             candidates.append(Candidate(i, dense, keyword, score, rrf))
-        key = (lambda c: c.rrf) if s.fusion == "rrf" else (lambda c: c.score)
-        candidates.sort(key=key, reverse=True)
+        # Ties are broken by id so results never depend on FAISS's internal order.
+        if s.fusion == "rrf":
+            candidates.sort(key=lambda c: (-c.rrf, -c.score, c.int_id))
+        else:
+            candidates.sort(key=lambda c: (-c.score, c.int_id))
         out: list[Source] = []
         for c in candidates:
             if c.score < threshold:
