@@ -1,0 +1,77 @@
+"""Deterministic stand-ins for tests and demos: no weights, no downloads, microseconds per text.
+
+`FakeEmbeddings` hashes a text's features into a small vector, so texts that share words
+(Latin script) or characters and character bigrams (CJK) point in similar directions. That is
+enough to exercise retrieval, fusion and thresholds in unit tests; it knows no synonyms.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from kbqa.embeddings.base import KbqaEmbeddings
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
+
+
+def _features(text: str) -> Iterator[str]:
+    """Lower-cased words of non-CJK runs; single characters and bigrams of CJK runs."""
+    for token in _WORD.findall(text.lower()):
+        run: list[str] = []
+        latin: list[str] = []
+        for ch in token:
+            if _CJK.match(ch):
+                if latin:
+                    yield "w:" + "".join(latin)
+                    latin = []
+                run.append(ch)
+            else:
+                if run:
+                    yield from _cjk_features(run)
+                    run = []
+                latin.append(ch)
+        if latin:
+            yield "w:" + "".join(latin)
+        if run:
+            yield from _cjk_features(run)
+
+
+def _cjk_features(run: list[str]) -> Iterator[str]:
+    for i, ch in enumerate(run):
+        yield "c:" + ch
+        if i + 1 < len(run):
+            yield "b:" + ch + run[i + 1]
+
+
+class FakeEmbeddings(KbqaEmbeddings):
+    """Feature hashing into `dimension` buckets with a hashed sign, L2-normalised.
+
+    Deterministic across processes and platforms (crc32, not Python's salted `hash`). Text with
+    no features (empty, punctuation only) maps to a fixed unit vector, never to zeros.
+    """
+
+    def __init__(self, dimension: int = 64, batch_size: int = 64) -> None:
+        if dimension < 2:
+            raise ValueError(f"dimension must be >= 2, got {dimension}")
+        self._dim = dimension
+        self.batch_size = batch_size
+        self.model_id = f"fake-hash-{dimension}"
+
+    @property
+    def dimension(self) -> int:
+        return self._dim
+
+    def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for feature in _features(text):
+                h = zlib.crc32(feature.encode("utf-8"))
+                out[row, h % self._dim] += 1.0 if (h >> 16) & 1 else -1.0
+            if not out[row].any():
+                out[row, 0] = 1.0
+        return out
