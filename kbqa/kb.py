@@ -24,7 +24,7 @@ from kbqa.retriever import HybridRetriever, KbqaLangchainRetriever
 from kbqa.schema import FileResult, IngestReport, Source
 from kbqa.splitter import ChineseRecursiveSplitter
 from kbqa.store import CATALOG_FILE, ChunkStore
-from kbqa.tokenize import Tokenizer
+from kbqa.tokenize import TERMS_VERSION, Tokenizer
 
 _NAME = re.compile(r"^[\w][\w.\-]{0,63}$", re.UNICODE)
 
@@ -141,7 +141,7 @@ class KnowledgeBase:
     def _split_key(self) -> str:
         """Changes whenever settings that change the chunks change: such files are re-split."""
         loader = self.settings.loaders.model_dump(include={"ocr", "ocr_min_chars", "table_rows_per_chunk"})
-        raw = json.dumps([self._splitter.fingerprint(), loader], sort_keys=True)
+        raw = json.dumps([self._splitter.fingerprint(), loader, TERMS_VERSION], sort_keys=True)
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
     @property
