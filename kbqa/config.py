@@ -32,6 +32,8 @@ class LoaderSettings(_Strict):
     """Any file larger than this is skipped and reported."""
     max_text_mb: float = Field(default=20.0, gt=0)
     """Plain-text-like files (txt, md, csv, json, html) larger than this are skipped and reported."""
+    workers: int = Field(default=0, ge=0, le=64)
+    """Processes that parse files while the main process embeds (0 = a thread instead)."""
     table_rows_per_chunk: int = Field(default=20, ge=1)
     """Tables (csv/xlsx) are cut into row groups of this size, each repeating the header."""
 

@@ -169,7 +169,11 @@ class KnowledgeBase:
 
     # -- indexing ------------------------------------------------------------------------
     def _indexer(self) -> Indexer:
-        return Indexer(self.store, self.loaders, self._splitter, self.embeddings, self._tokenizer, self._split_key())
+        # Worker processes rebuild the loaders from settings, so only the stock Loaders can use them.
+        stock = type(self.loaders) is Loaders
+        return Indexer(self.store, self.loaders, self._splitter, self.embeddings, self._tokenizer, self._split_key(),
+                       parse_workers=self.settings.loaders.workers if stock else 0,
+                       parse_settings=(self.settings.loaders, self.settings.splitter) if stock else None)
 
     def sync(self, progress: ProgressFn | None = None, origins: dict[str, str] | None = None) -> IngestReport:
         """Index the KB's knowledge folder: new/changed files in, deleted files out."""

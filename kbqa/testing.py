@@ -16,6 +16,7 @@ import numpy as np
 from kbqa.embeddings.base import KbqaEmbeddings
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_TEXT_WEIGHT = 0.02
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
 
 
@@ -74,4 +75,8 @@ class FakeEmbeddings(KbqaEmbeddings):
                 out[row, h % self._dim] += 1.0 if (h >> 16) & 1 else -1.0
             if not out[row].any():
                 out[row, 0] = 1.0
+            # A faint whole-text feature: like a real model, two different texts never get the
+            # exact same vector (so rankings have no exact ties that depend on insertion order).
+            h = zlib.crc32(text.encode("utf-8"))
+            out[row, h % self._dim] += _TEXT_WEIGHT * np.linalg.norm(out[row])
         return out

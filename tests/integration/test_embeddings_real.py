@@ -6,6 +6,7 @@ The ONNX cache goes to a per-session tmp dir, so the export path itself is exerc
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -25,6 +26,8 @@ from kbqa.embeddings import (
 )
 
 pytestmark = pytest.mark.integration
+needs_onnx = pytest.mark.skipif(importlib.util.find_spec("onnx") is None,
+                                reason="the ONNX export path needs `pip install onnx`")
 
 ZH_PASSAGES = [
     "设备每运行两百小时，需要对主轴承加注一次润滑脂，并检查密封圈是否老化。",
@@ -151,6 +154,7 @@ def minilm_int8(onnx_cache: Path) -> SentenceTransformerEmbeddings:
     return emb
 
 
+@needs_onnx
 def test_minilm_loads_offline_and_embeds(minilm_int8: SentenceTransformerEmbeddings) -> None:
     v = minilm_int8.encode(["hello world", "", "a much longer sentence " * 100])
     _assert_unit_rows(v, 384)
@@ -159,6 +163,7 @@ def test_minilm_loads_offline_and_embeds(minilm_int8: SentenceTransformerEmbeddi
     assert _top1(minilm_int8, EN_PASSAGES, EN_QUERIES) == [i for _, i in EN_QUERIES]
 
 
+@needs_onnx
 def test_minilm_int8_agrees_with_fp32_and_stock(minilm_int8: SentenceTransformerEmbeddings, onnx_cache: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
@@ -179,6 +184,7 @@ def test_minilm_int8_agrees_with_fp32_and_stock(minilm_int8: SentenceTransformer
     assert (ranks_ref[:, 0] == ranks_int8[:, 0]).all()
 
 
+@needs_onnx
 def test_second_open_uses_the_cache_without_loading(minilm_int8: SentenceTransformerEmbeddings,
                                                     onnx_cache: Path) -> None:
     minilm_int8.warm_up()
@@ -221,6 +227,7 @@ def _tiny_st_dir(root: Path, pooling: str, dense: bool = False) -> Path:
     return root
 
 
+@needs_onnx
 @pytest.mark.parametrize("pooling", ["cls_token", "max_tokens", "mean_tokens"])
 def test_local_st_dir_onnx_matches_stock(tmp_path: Path, pooling: str) -> None:
     from sentence_transformers import SentenceTransformer
@@ -255,3 +262,14 @@ def test_corrupt_weights_are_an_embedding_error_naming_the_dir(tmp_path: Path) -
     emb = make_embeddings(EmbeddingSettings(model=str(model_dir), device="cpu"), cache_dir=tmp_path / "cache")
     with pytest.raises(EmbeddingError, match="corrupt-model"):
         emb.encode(["x"])
+
+
+def test_minilm_without_onnx_falls_back_to_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
+    emb = make_embeddings(EmbeddingSettings(model="minilm", device="cpu"), cache_dir=tmp_path)
+    v = emb.encode(["hello world", "你好"])
+    _assert_unit_rows(v, 384)
+    assert emb.runtime.startswith("torch-")  # type: ignore[attr-defined]
+    assert emb.model_id == "st:all-MiniLM-L6-v2"

@@ -113,3 +113,16 @@ def test_cli_on_the_sample_knowledge_base(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=300)
     top = json.loads(res.stdout)["sources"][0]
     assert top["file"] == "极光X2说明书.txt" and "二十五分钟" in top["text"]
+
+
+def test_parsing_in_worker_processes_gives_the_same_index(tmp_path: Path, embeddings) -> None:  # type: ignore[no-untyped-def]
+    build_mixed_folder(tmp_path / "src")
+    ids = []
+    for workers in (0, 1):
+        settings = load_settings(environ={}, home=tmp_path / f"home{workers}", loaders={"workers": workers})
+        kb = KnowledgeBase.create("w", settings, embeddings=embeddings)
+        report = kb.add(tmp_path / "src")
+        assert len(report.added) == 13
+        ids.append(kb.store.catalog.chunk_ids_by_file())
+        kb.close()
+    assert ids[0] == ids[1]
