@@ -18,11 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from eval_retrieval import SETS  # noqa: E402  (this script's folder is on sys.path)
+
 from kbqa.config import load_settings  # noqa: E402
 from kbqa.eval import evaluate_retrieval, load_questions  # noqa: E402
 from kbqa.kb import KnowledgeBase  # noqa: E402
-
-SETS = {"en": ("en-manuals", ROOT / "eval/dev_en.jsonl"), "zh": ("zh-docs", ROOT / "eval/dev_zh.jsonl")}
 
 
 def main() -> None:
