@@ -14,6 +14,7 @@ rendered at 200 dpi and OCR'd, only those pages.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -83,9 +84,12 @@ def _read_page(
         page.close()
 
 
+_JUNK = re.compile("[\ue000-\uf8ff\ufffd]")
+
+
 def _meaningful_len(text: str) -> int:
     """Non-space characters that are not private-use or U+FFFD (what broken font maps produce)."""
-    return non_space_len(text) - sum(1 for ch in text if "\ue000" <= ch <= "\uf8ff" or ch == "\ufffd")
+    return non_space_len(text) - len(_JUNK.findall(text))
 
 
 def _open(path: Path) -> pdfium.PdfDocument:
