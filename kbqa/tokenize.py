@@ -8,6 +8,7 @@ the same terms in Python for coverage and idf.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -30,6 +31,7 @@ STOPWORDS: frozenset[str] = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=1 << 16)  # words repeat: caching beats recomputing in Python
 def _stem(word: str) -> str:
     if not _ASCII_WORD.match(word) or len(word) <= 3:
         return word
