@@ -93,7 +93,7 @@ def _spread(chunks: list[str], n: int) -> list[str]:
 def english_chunks(n: int) -> list[str]:
     texts = []
     for name in EN_MODULES:
-        doc = pydoc.render_doc(importlib.import_module(name), renderer=pydoc.plaintext)
+        doc = pydoc.render_doc(importlib.import_module(name), renderer=pydoc.plaintext)  # type: ignore[attr-defined]
         texts.append("\n".join(line.lstrip(" |") for line in doc.splitlines()))
     return _spread(_chunks(texts, lambda c: True), n)
 

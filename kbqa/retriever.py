@@ -71,7 +71,7 @@ class HybridRetriever:
             return []
         n = max(s.fetch_k, k)
         terms = self.tokenizer.query_terms(query)
-        qvec = self.embeddings.encode([query])[0] if s.mode != "keyword" else None
+        qvec = self.embeddings.encode_queries([query])[0] if s.mode != "keyword" else None
         dense_hits = self.store.dense_search(qvec, n) if qvec is not None else []
         kw_hits = self.store.keyword_search(terms, n) if s.mode != "dense" else []
         ids = list(dict.fromkeys([i for i, _ in dense_hits] + [i for i, _ in kw_hits]))

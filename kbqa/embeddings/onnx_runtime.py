@@ -253,6 +253,9 @@ class OnnxEncoder:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        # Idle workers sleep instead of spinning: equal speed on an idle machine (+-5%), and
+        # ~25% faster when anything else runs (PDF parsing, OCR, a second process).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
         self.tokenizer = AutoTokenizer.from_pretrained(str(info.transformer_dir), local_files_only=True)
         limit = info.max_seq_length or min(int(self.tokenizer.model_max_length or 512), 512)
