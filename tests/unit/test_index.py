@@ -134,6 +134,7 @@ def test_interrupted_build_keeps_committed_waves_and_rerun_matches_clean(
     settings: Settings, fake_loaders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("kbqa.index.WAVE_CHUNKS", 2)
+    monkeypatch.setattr("kbqa.index.ENCODE_CHUNKS", 2)
     src = tmp_path / "src"
     docs = {f"doc{i:02d}.txt": f"Document {i} explains topic {i} in detail. " * 3 for i in range(12)}
     write_docs(src, docs)

@@ -25,6 +25,7 @@ SCRIPT = textwrap.dedent(
     from unit.conftest import FakeLoaders
     import kbqa.index
     kbqa.index.WAVE_CHUNKS = 3
+    kbqa.index.ENCODE_CHUNKS = 3
 
     class Slow(FakeEmbeddings):
         def encode(self, texts, batch_size=None):
