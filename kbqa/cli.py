@@ -164,6 +164,9 @@ def search(
         settings = _settings(config, home)
         with KnowledgeBase.open(kb or settings.default_kb, settings) as base:
             sources = base.search(query, k=k, min_score=min_score)
+            if base.store.count() == 0:
+                err.print(f"[yellow]knowledge base {base.name!r} has nothing indexed yet[/]: "
+                          f"run `kbqa index --kb {base.name}` (or `kbqa index PATH --kb {base.name}`)")
     if as_json:
         _print_json({"sources": [s.to_json() for s in sources]})
     else:
