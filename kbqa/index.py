@@ -224,7 +224,8 @@ class Indexer:
         processes, so its Python work does not fight the encoder for the GIL; otherwise
         in one background thread.
         """
-        jobs = [(name, path, record, home, "updated" if name in known else "added") for name, path, record in todo]
+        jobs: list[_Job] = [(name, path, record, home, "updated" if name in known else "added")
+                            for name, path, record in todo]
         if not jobs:
             return
         if self.parse_settings is not None and self.parse_workers > 0 and len(jobs) >= MIN_FILES_FOR_PROCESSES:
