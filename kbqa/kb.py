@@ -229,14 +229,12 @@ class KnowledgeBase:
         return FileResult(name, "removed", records[name].n_chunks if name in records else 0)
 
     def _file_name(self, file: str | Path) -> str:
+        """A file's name inside the KB, from that name or a path (absolute or knowledge/<kb>/…)."""
         p = Path(file)
-        for base in (self.knowledge_dir, self.knowledge_dir.resolve()):
-            if p.is_absolute() or p.parts[:1] == ("knowledge",):
-                try:
-                    return (p if p.is_absolute() else self.settings.home / p).resolve().relative_to(
-                        base.resolve()).as_posix()
-                except ValueError:
-                    continue
+        if p.is_absolute() or p.parts[:1] == ("knowledge",):
+            full = (p if p.is_absolute() else self.settings.home / p).resolve()
+            if full.is_relative_to(self.knowledge_dir.resolve()):
+                return full.relative_to(self.knowledge_dir.resolve()).as_posix()
         return p.as_posix()
 
     def rebuild(self, progress: ProgressFn | None = None) -> IngestReport:

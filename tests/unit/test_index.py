@@ -95,7 +95,7 @@ def test_deleted_file_leaves_no_chunk_in_either_index(settings: Settings, fake_l
     assert kb.store.keyword_search(["zx"], 10) == []
     assert all(s.file != "alpha.txt" for s in kb.search("alpha reactor cooling code", k=10))
     assert kb.store.count() == kb.store.catalog.count_chunks()
-    kb.remove("beta.txt")
+    kb.remove(settings.home / "knowledge/kb1/beta.txt")  # a path works as well as the name
     assert not (kb.knowledge_dir / "beta.txt").exists()
     assert [f["file"] for f in kb.files()] == ["sub/gamma.txt"]
     with pytest.raises(KbqaError, match="not a file"):
