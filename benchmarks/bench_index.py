@@ -53,7 +53,7 @@ def bench_kbqa(corpus: Path, model: str, home: Path) -> dict[str, Any]:
     build_s = time.perf_counter() - t
     rows = kb.store.catalog._db.execute("SELECT text, heading, file, page FROM chunks").fetchall()
     pages = len({(r[2], r[3]) for r in rows})
-    texts = [embed_text(type("C", (), {"text": r[0], "heading": r[1]})()) for r in rows]  # type: ignore[arg-type]
+    texts = [embed_text(heading, text) for text, heading, _, _ in rows]
     t = time.perf_counter()
     kb.embeddings.encode(texts)
     floor_s = time.perf_counter() - t

@@ -70,9 +70,9 @@ def scan_folder(root: Path) -> Iterator[Path]:
                 yield path
 
 
-def embed_text(chunk: Chunk) -> str:
+def embed_text(heading: str, text: str) -> str:
     """What is embedded for a chunk: its heading path gives short chunks their context."""
-    return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
+    return f"{heading}\n{text}" if heading else text
 
 
 def text_key(text: str) -> str:
@@ -137,7 +137,7 @@ def prepare_file(tools: _Tools, name: str, path: Path, record: FileRecord, home:
         FileResult(name, status, len(chunks), warnings=list(loaded.warnings)),
         chunks,
         [" ".join(tools.tokenizer.terms(f"{c.heading} {c.text}" if c.heading else c.text)) for c in chunks],
-        texts := [embed_text(c) for c in chunks],
+        texts := [embed_text(c.heading, c.text) for c in chunks],
         [text_key(t) for t in texts],
     )
 
