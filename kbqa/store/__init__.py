@@ -101,9 +101,7 @@ class ChunkStore:
     # -- writes ------------------------------------------------------------------
     def commit(self, writes: Sequence[FileWrite], removed: Sequence[str] = ()) -> None:
         """Atomically replace files' chunks (and drop removed files) in both indexes."""
-        touched = [*removed, *(w.record.file for w in writes)]
-        old_ids = self.catalog.int_ids_of(touched)
-        self.catalog.commit(writes, removed)
+        old_ids = self.catalog.commit(writes, removed)
         self.vectors.remove(old_ids)
         for w in writes:
             if w.chunks:

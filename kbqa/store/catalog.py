@@ -116,22 +116,18 @@ class Catalog:
             out.setdefault(file, []).append(cid)
         return out
 
-    def int_ids_of(self, files: Iterable[str]) -> list[int]:
-        ids: list[int] = []
-        for file in files:
-            ids.extend(r[0] for r in self._db.execute("SELECT int_id FROM chunks WHERE file=?", (file,)))
-        return ids
-
     # -- writing ------------------------------------------------------------
-    def commit(self, writes: Sequence[FileWrite], removed: Iterable[str] = ()) -> int:
+    def commit(self, writes: Sequence[FileWrite], removed: Iterable[str] = ()) -> list[int]:
         """Replace the given files' chunks and drop removed files, in one transaction.
 
-        Returns the new generation number.
+        Returns the int ids of the chunks that were replaced or removed (for the vector index).
         """
         db = self._db
+        old_ids: list[int] = []
         db.execute("BEGIN IMMEDIATE")
         try:
             for file in [*removed, *(w.record.file for w in writes)]:
+                old_ids.extend(r[0] for r in db.execute("SELECT int_id FROM chunks WHERE file=?", (file,)))
                 db.execute(
                     "DELETE FROM chunks_fts WHERE rowid IN (SELECT int_id FROM chunks WHERE file=?)", (file,)
                 )
@@ -162,13 +158,12 @@ class Catalog:
                     "INSERT INTO chunks_fts(rowid, terms) VALUES(?, ?)",
                     [(c.int_id, t) for c, t in zip(w.chunks, w.terms, strict=True)],
                 )
-            generation = self.generation + 1
-            self.set_meta("generation", str(generation))
+            self.set_meta("generation", str(self.generation + 1))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return generation
+        return old_ids
 
     # -- reading ------------------------------------------------------------
     def vectors_for_keys(self, keys: Sequence[str], dim: int) -> dict[str, np.ndarray]:
