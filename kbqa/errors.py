@@ -57,3 +57,7 @@ class IndexCorruptError(KbqaError):
 
 class EmbeddingError(KbqaError):
     """The embedding model failed to load or to encode."""
+
+
+class LLMError(KbqaError):
+    """The language model could not be loaded or failed to answer (the message says which and why)."""

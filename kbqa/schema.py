@@ -138,3 +138,45 @@ class IngestReport:
             "chunks_embedded": self.chunks_embedded,
             "counts": {s: len(self.by_status(s)) for s in ("added", "updated", "unchanged", "removed", "failed")},
         }
+
+
+AnswerMode = Literal["generative", "extractive", "refused"]
+
+
+@dataclass(slots=True)
+class Answer:
+    """What `KnowledgeBase.ask` returns; `to_json` is the stable `kbqa ask --json` shape.
+
+    `text` keeps `[n]` markers; every marker maps to the source with that `n` (markers
+    that point to nothing are removed before the answer is returned). `sources` are the
+    sources the answer was built from, numbered as in the prompt; `cited` lists the `n`s the
+    text actually cites. `mode` says what produced the text: the LLM ('generative'), the
+    best-matching source sentences ('extractive'), or nothing relevant found ('refused').
+    """
+
+    text: str
+    refused: bool
+    sources: list[Source]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    mode: AnswerMode = "generative"
+    model: str = ""
+    question: str = ""
+    standalone_question: str = ""
+    language: str = "en"
+    cited: list[int] = field(default_factory=list)
+    note: str = ""
+    """Why this mode answered, for users: e.g. 'the LLM does not answer Chinese'."""
+    tokens: int = 0
+    """Tokens the LLM generated (0 if it was not called)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "answer": self.text,
+            "refused": self.refused,
+            "sources": [s.to_json() for s in self.sources],
+            "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+            "mode": self.mode,
+            "model": self.model,
+            "cited": self.cited,
+            "standalone_question": self.standalone_question,
+        }

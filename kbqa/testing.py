@@ -80,3 +80,42 @@ class FakeEmbeddings(KbqaEmbeddings):
             h = zlib.crc32(text.encode("utf-8"))
             out[row, h % self._dim] += _TEXT_WEIGHT * np.linalg.norm(out[row])
         return out
+
+
+class FakeChatModel:
+    """A deterministic `ChatBackend`: answers with the first sentence of source [1], cited.
+
+    It reads the numbered sources out of the last user message (the `[n] ...` lines kbqa's
+    prompt writes), so tests see a real citation flow. `reply` overrides the answer, `calls`
+    records every message list it was given, and `languages` can be narrowed to exercise the
+    language fallback.
+    """
+
+    name = "fake"
+
+    def __init__(self, reply: str | None = None, languages: frozenset[str] | None = None,
+                 window: int = 2048) -> None:
+        self.reply = reply
+        self.languages = languages
+        self.calls: list[list[dict[str, str]]] = []
+        self._window = window
+
+    @property
+    def context_window(self) -> int:
+        return self._window
+
+    def count_tokens(self, text: str) -> int:
+        return len(_WORD.findall(text)) + len(_CJK.findall(text))
+
+    def stream(self, messages, *, max_tokens, temperature, stop=()):  # type: ignore[no-untyped-def]
+        self.calls.append([dict(m) for m in messages])
+        text = self.reply if self.reply is not None else self._answer(messages[-1]["content"])
+        yield from re.findall(r"\S+\s*", text)[:max_tokens]
+
+    @staticmethod
+    def _answer(prompt: str) -> str:
+        match = re.search(r"^\[1\][^\n]*\n?(.+?)(?:\n\[2\]|\n\n|$)", prompt, re.S | re.M)
+        if not match:
+            return "I don't know."
+        first = re.split(r"(?<=[.!?。！？])\s*", match.group(1).strip(), maxsplit=1)[0]
+        return f"{first.strip()} [1]"
