@@ -21,10 +21,10 @@ from rich.table import Table
 from kbqa.config import Settings, load_settings
 from kbqa.errors import KbqaError
 from kbqa.kb import KnowledgeBase
-from kbqa.schema import FileResult, IngestReport, Source
+from kbqa.schema import Answer, FileResult, IngestReport, Source
 
 app = typer.Typer(
-    help="kbqa: index a folder of documents and search it (Chinese and English).",
+    help="kbqa: index a folder of documents, search it and ask questions with cited answers (Chinese and English).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -171,6 +171,152 @@ def search(
         _print_json({"sources": [s.to_json() for s in sources]})
     else:
         _print_sources(sources)
+
+
+def _print_answer_sources(answer: Answer) -> None:
+    cited = set(answer.cited)
+    for s in answer.sources:
+        if cited and s.n not in cited:
+            continue
+        where = f"{s.file}" + (f" p.{s.page}" if s.page else "") + (f" — {s.heading}" if s.heading else "")
+        snippet = " ".join(s.text.split())
+        out.print(f"  [bold][{s.n}][/] {where} — [dim]\"{snippet[:160]}{'…' if len(snippet) > 160 else ''}\" "
+                  f"(score {s.score:.2f})[/]", highlight=False)
+
+
+def _print_footer(answer: Answer, stats: bool) -> None:
+    by = {"generative": answer.model, "extractive": "extractive (source sentences)", "refused": "refused"}[answer.mode]
+    line = f"answered by {by}" + (f" — {answer.note}" if answer.note else "")
+    if stats:
+        t = answer.timings_ms
+        decode_s = (t.get("generate", 0.0) - t.get("first_token", 0.0)) / 1000
+        rate = f", {answer.tokens / decode_s:.1f} tokens/s" if answer.tokens > 1 and decode_s > 0 else ""
+        first = f", first token {t['first_token']:.0f} ms" if "first_token" in t else ""
+        line += (f"\nretrieve {t.get('retrieve', 0):.0f} ms, generate {t.get('generate', 0):.0f} ms{first}, "
+                 f"total {t.get('total', 0):.0f} ms{rate}")
+    err.print(f"[dim]{line}[/]", highlight=False)
+
+
+def _stream_answer(pieces: Iterator[str | Answer], show_stream: bool) -> Answer:
+    """Print pieces as they come; if the final text differs (fallback), print that instead."""
+    streamed: list[str] = []
+    for item in pieces:
+        if isinstance(item, Answer):
+            if show_stream:
+                if "".join(streamed).strip() != item.text.strip():
+                    if streamed:
+                        out.print()
+                        label = "with citations" if item.mode == "generative" else f"{item.mode} answer"
+                        out.print(f"[dim]── {label} ──[/]")
+                    out.print(item.text, highlight=False, markup=False)
+                else:
+                    out.print()
+            return item
+        streamed.append(item)
+        if show_stream:
+            out.print(item, end="", highlight=False, markup=False)
+    raise KbqaError("the answer chain ended without an answer")
+
+
+StatsOpt = Annotated[bool, typer.Option("--stats", help="Print timings and tokens/s.")]
+KOpt = Annotated[int | None, typer.Option("-k", help="How many sources to give the model.")]
+ThresholdOpt = Annotated[
+    float | None, typer.Option("--min-score", help="Refusal threshold (0–1); default answer.min_score.")
+]
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question, in Chinese or English.")],
+    kb: KbOpt = None,
+    k: KOpt = None,
+    min_score: ThresholdOpt = None,
+    as_json: JsonOpt = False,
+    stats: StatsOpt = False,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Answer a question from the knowledge base, citing sources as [n] (or say it is not there).
+
+    Example: kbqa ask "What rule commands does booktabs provide?" --kb manuals
+    """
+    with _errors():
+        settings = _settings(config, home)
+        with KnowledgeBase.open(kb or settings.default_kb, settings) as base:
+            if base.store.count() == 0:
+                raise KbqaError(f"knowledge base {base.name!r} has nothing indexed yet: "
+                                f"run `kbqa index PATH --kb {base.name}`")
+            if as_json:
+                answer = base.ask(question, k=k, min_score=min_score)
+            else:
+                answer = _stream_answer(base.ask_stream(question, k=k, min_score=min_score), True)
+    if as_json:
+        _print_json(answer.to_json())
+        return
+    _print_answer_sources(answer)
+    _print_footer(answer, stats)
+
+
+@app.command()
+def chat(
+    kb: KbOpt = None,
+    k: KOpt = None,
+    min_score: ThresholdOpt = None,
+    stats: StatsOpt = False,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Talk to a knowledge base: multi-turn, answers stream as they are generated.
+
+    Follow-ups ("and the second one?") are understood from the conversation.
+    Commands: /clear forgets the conversation, /quit (or Ctrl-D) leaves.
+
+    Example: kbqa chat --kb manuals
+    """
+    with _errors():
+        settings = _settings(config, home)
+        with KnowledgeBase.open(kb or settings.default_kb, settings) as base:
+            llm = base.llm
+            err.print(f"[bold]kbqa chat[/] — knowledge base [cyan]{base.name}[/] "
+                      f"({base.store.count()} chunks), model {llm.name if llm else 'extractive'}. "
+                      "/clear, /quit", highlight=False)
+            history: list[dict[str, str]] = []
+            while True:
+                try:
+                    question = input("\n> ").strip()
+                except EOFError:
+                    break
+                if not question:
+                    continue
+                if question in ("/quit", "/exit", "/q"):
+                    break
+                if question == "/clear":
+                    history.clear()
+                    err.print("[dim]conversation cleared[/]")
+                    continue
+                answer = _stream_answer(base.ask_stream(question, history, k=k, min_score=min_score), True)
+                _print_answer_sources(answer)
+                _print_footer(answer, stats)
+                history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.text}]
+
+
+@app.command()
+def ui(
+    host: Annotated[str | None, typer.Option("--host", help="Address to bind (default ui.host, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default ui.port, 8501).")] = None,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Open the browser app (Streamlit). A non-loopback --host needs ui.password (env KBQA_UI__PASSWORD).
+
+    Example: kbqa ui --port 8501
+    """
+    from kbqa.ui_launch import launch
+
+    with _errors():
+        settings = _settings(config, home)
+        code = launch(host or settings.ui.host, port or settings.ui.port, config, home)
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -135,9 +135,13 @@ class LLMSettings(_Strict):
 
 
 class AnswerSettings(_Strict):
-    min_score: float = Field(default=0.3, ge=0, le=1)
+    min_score: float = Field(default=0.35, ge=0, le=1)
     """Refusal threshold: if no source scores at least this (0–1 scale), the answer is
-    'not found in the knowledge base' and the LLM is not called."""
+    'not found in the knowledge base' and the LLM is not called. Calibrated on the dev set by
+    benchmarks/calibrate_refusal.py (highest value with ≤ 5 % false refusals in EN and ZH)."""
+    refuse_unknown_terms: bool = True
+    """Also refuse when the question names something specific (an identifier, acronym, product,
+    non-dictionary word) that no chunk of the knowledge base contains."""
     max_sources: int = Field(default=5, ge=1, le=50)
     """Sources put into the prompt (best first, cut further to fit the model's window)."""
     fallback: Literal["auto", "never", "always"] = "auto"

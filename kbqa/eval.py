@@ -102,3 +102,84 @@ def evaluate_retrieval(
         report.hits_at = {k: sum(1 for r in ranks if r is not None and r <= k) / len(ranks) for k in ks}
         report.mrr = sum(1 / r for r in ranks if r is not None) / len(ranks)
     return report
+
+
+def answer_correct(q: Question, text: str) -> bool:
+    """Every `must_contain` string is in the answer (case- and whitespace-insensitive)."""
+    norm = _norm(text)
+    return bool(q.must_contain) and all(_norm(m) in norm for m in q.must_contain)
+
+
+@dataclass(slots=True)
+class AnswerReport:
+    """Answer quality of `ask` over a question set (see `evaluate_answers`)."""
+
+    answerable: int = 0
+    unanswerable: int = 0
+    correct: int = 0
+    refused_right: int = 0
+    refused_wrong: int = 0
+    cited: int = 0
+    cited_gold: int = 0
+    modes: dict[str, int] = field(default_factory=dict)
+    correct_by_mode: dict[str, int] = field(default_factory=dict)
+    latency_ms: list[float] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.answerable if self.answerable else 0.0
+
+    @property
+    def refusal_accuracy(self) -> float:
+        return self.refused_right / self.unanswerable if self.unanswerable else 0.0
+
+    @property
+    def false_refusal_rate(self) -> float:
+        return self.refused_wrong / self.answerable if self.answerable else 0.0
+
+    @property
+    def citation_precision(self) -> float:
+        return self.cited_gold / self.cited if self.cited else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "answerable": self.answerable, "unanswerable": self.unanswerable,
+            "answer_accuracy": round(self.accuracy, 4), "refusal_accuracy": round(self.refusal_accuracy, 4),
+            "false_refusal_rate": round(self.false_refusal_rate, 4),
+            "citation_precision": round(self.citation_precision, 4),
+            "modes": self.modes, "correct_by_mode": self.correct_by_mode,
+            "ask_p50_ms": round(percentile(self.latency_ms, 0.5), 1),
+            "ask_p95_ms": round(percentile(self.latency_ms, 0.95), 1),
+        }
+
+
+def evaluate_answers(questions: Sequence[Question], ask: Callable[[str], Any]) -> AnswerReport:
+    """Answer accuracy (all must_contain strings present), refusal accuracy on unanswerable
+    questions, false refusals on answerable ones, and citation precision (cited sources from
+    the gold file and page) of `ask(question) -> Answer`."""
+    report = AnswerReport()
+    for q in questions:
+        t = time.perf_counter()
+        ans = ask(q.question)
+        report.latency_ms.append((time.perf_counter() - t) * 1000)
+        report.modes[ans.mode] = report.modes.get(ans.mode, 0) + 1
+        by_n = {s.n: s for s in ans.sources}
+        cited = [by_n[n] for n in ans.cited if n in by_n]
+        ok = False
+        if q.unanswerable:
+            report.unanswerable += 1
+            report.refused_right += ans.refused
+            ok = ans.refused
+        else:
+            report.answerable += 1
+            report.refused_wrong += ans.refused
+            ok = not ans.refused and answer_correct(q, ans.text)
+            report.correct += ok
+            if ok:
+                report.correct_by_mode[ans.mode] = report.correct_by_mode.get(ans.mode, 0) + 1
+            report.cited += len(cited)
+            report.cited_gold += sum(1 for s in cited if is_hit(q, s))
+        report.rows.append({"id": q.id, "ok": ok, "mode": ans.mode, "refused": ans.refused,
+                            "answer": ans.text, "cited": [f"{s.file}:{s.page}" for s in cited], "note": ans.note})
+    return report

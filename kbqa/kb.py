@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,11 @@ from kbqa.config import Settings, load_settings
 from kbqa.embeddings import KbqaEmbeddings, make_embeddings
 from kbqa.errors import ConfigError, KbqaError, KnowledgeBaseExistsError, KnowledgeBaseNotFoundError
 from kbqa.index import Indexer, ProgressFn, scan_folder, sha256_file
+from kbqa.llm import ChatBackend, make_chat_model
 from kbqa.loaders import Loaders
+from kbqa.qa import AnswerChain, History
 from kbqa.retriever import HybridRetriever, KbqaLangchainRetriever
-from kbqa.schema import FileResult, IngestReport, Source
+from kbqa.schema import Answer, FileResult, IngestReport, Source
 from kbqa.splitter import ChineseRecursiveSplitter
 from kbqa.store import CATALOG_FILE, ChunkStore
 from kbqa.tokenize import TERMS_VERSION, Tokenizer
@@ -58,6 +60,7 @@ class KnowledgeBase:
         embeddings: KbqaEmbeddings | None = None,
         loaders: Loaders | None = None,
         tokenizer: Tokenizer | None = None,
+        llm: ChatBackend | None = None,
     ) -> None:
         self.name = validate_kb_name(name)
         self.settings = settings or load_settings()
@@ -66,6 +69,8 @@ class KnowledgeBase:
         self._tokenizer = tokenizer or Tokenizer()
         self._splitter = ChineseRecursiveSplitter(self.settings.splitter)
         self._store: ChunkStore | None = None
+        self._llm = llm
+        self._llm_built = llm is not None
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -123,6 +128,14 @@ class KnowledgeBase:
         if self._embeddings is None:
             self._embeddings = make_embeddings(self.settings.embedding)
         return self._embeddings
+
+    @property
+    def llm(self) -> ChatBackend | None:
+        """The answering model from `settings.llm` (None for the 'extractive' backend); loads on first use."""
+        if not self._llm_built:
+            self._llm = make_chat_model(self.settings.llm)
+            self._llm_built = True
+        return self._llm
 
     @property
     def loaders(self) -> Loaders:
@@ -274,6 +287,29 @@ class KnowledgeBase:
     def search(self, query: str, k: int | None = None, min_score: float | None = None) -> list[Source]:
         """Ranked sources for a query (no LLM). Scores are 0–1, higher is more relevant."""
         return self.retriever().search(query, k, min_score)
+
+    def answer_chain(self) -> AnswerChain:
+        return AnswerChain(self.retriever(), self.llm, self.settings.answer, self.settings.llm, self._tokenizer,
+                           self.embeddings)
+
+    def ask(self, question: str, history: History = None, *, k: int | None = None,
+            min_score: float | None = None) -> Answer:
+        """Answer from the documents with `[n]` citations, or refuse when nothing is relevant.
+
+        `history` is the conversation so far (`{"role", "content"}` dicts or `(question,
+        answer)` pairs, oldest first); a follow-up is condensed with it before retrieval.
+        `min_score` overrides the refusal threshold `answer.min_score`; `k` the number of sources.
+        """
+        return self.answer_chain().ask(question, history, k=k, min_score=min_score)
+
+    def ask_stream(self, question: str, history: History = None, *, k: int | None = None,
+                   min_score: float | None = None) -> Iterator[str | Answer]:
+        """Like `ask`, but yields the text pieces as they are generated, then the final `Answer`.
+
+        The final `Answer.text` is authoritative: it replaces the streamed text when the
+        chain fell back to an extractive answer.
+        """
+        return self.answer_chain().stream(question, history, k=k, min_score=min_score)
 
     def as_langchain_retriever(self, k: int | None = None) -> KbqaLangchainRetriever:
         return KbqaLangchainRetriever(retriever=self.retriever(), k=k or self.settings.retrieval.k)

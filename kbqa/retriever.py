@@ -114,6 +114,14 @@ class HybridRetriever:
                 break
         return out
 
+    def doc_freqs(self, terms: Sequence[str]) -> dict[str, int]:
+        """How many chunks contain each term (terms no chunk contains are absent or 0)."""
+        return self.store.catalog.doc_freqs(terms)
+
+    def term_weights(self, terms: Sequence[str]) -> dict[str, float]:
+        """Each term's idf in this store (how much finding it in a text says)."""
+        return self._idf(terms)
+
     def _idf(self, terms: Sequence[str]) -> dict[str, float]:
         total = max(1, self.store.count())
         df = self.store.catalog.doc_freqs(terms)

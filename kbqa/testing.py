@@ -118,4 +118,6 @@ class FakeChatModel:
         if not match:
             return "I don't know."
         first = re.split(r"(?<=[.!?。！？])\s*", match.group(1).strip(), maxsplit=1)[0]
-        return f"{first.strip()} [1]"
+        first = first.strip()
+        end = first[-1] if first and first[-1] in ".!?。！？" else ""
+        return f"{first[:-1] if end else first} [1]{end}"

@@ -1,0 +1,90 @@
+"""Prompt text, in the question's language: Chinese questions get Chinese instructions.
+
+Kept apart from the chain so wording can change (and be tested) without touching logic.
+Sources are numbered `[1]..[k]` in the user message; the model is told to answer only
+from them and to cite the numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from kbqa.llm.base import Message
+from kbqa.schema import Source
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[A-Za-z]+")
+
+SYSTEM = {
+    "en": (
+        "You are a helpful assistant that answers questions about the user's documents. "
+        "Answer only from the numbered sources. After each fact, cite its source number in square "
+        "brackets, like [1]. Be brief. If the sources do not contain the answer, say: "
+        "\"The documents do not say.\""
+    ),
+    "zh": (
+        "你是一个根据用户文档回答问题的助手。只根据下面编号的资料回答，每个事实后用方括号标注资料编号，"
+        "例如 [1]。回答要简洁，使用中文。如果资料中没有答案，请回答：“资料中没有提到。”"
+    ),
+}
+
+NOT_FOUND = {
+    "en": "Not found in the knowledge base: no document matches this question closely enough.",
+    "zh": "知识库中没有找到相关内容：没有文档与这个问题足够相关。",
+}
+
+_LABELS = {
+    "en": ("Sources", "Question", "Answer (cite sources like [1])", "p."),
+    "zh": ("资料", "问题", "回答（用 [1] 这样的编号注明出处）", "第{}页"),
+}
+
+CONDENSE = {
+    "en": (
+        "Rewrite the last question so that it can be understood without the conversation. "
+        "Keep its language. Reply with the rewritten question only."
+    ),
+    "zh": "根据对话，把最后一个问题改写成不依赖上下文、可以单独理解的完整问题。只输出改写后的问题。",
+}
+
+
+def detect_language(text: str) -> str:
+    """'zh' if the text is mostly Chinese characters (counted against Latin words), else 'en'."""
+    cjk = len(_CJK.findall(text))
+    latin = len(_LATIN.findall(text))
+    return "zh" if cjk and cjk >= latin else "en"
+
+
+def not_found_text(language: str) -> str:
+    return NOT_FOUND.get(language, NOT_FOUND["en"])
+
+
+def _where(source: Source, language: str) -> str:
+    page_fmt = _LABELS.get(language, _LABELS["en"])[3]
+    parts = [source.file]
+    if source.page is not None:
+        parts.append(page_fmt.format(source.page) if "{}" in page_fmt else f"{page_fmt}{source.page}")
+    if source.heading:
+        parts.append(source.heading)
+    return " — ".join(parts)
+
+
+def format_source(source: Source, language: str = "en") -> str:
+    """One numbered source as the model sees it: `[n] file p.X — heading` then its text."""
+    return f"[{source.n}] {_where(source, language)}\n{source.text.strip()}"
+
+
+def qa_messages(question: str, sources: Sequence[Source], language: str) -> list[Message]:
+    label_src, label_q, label_a, _ = _LABELS.get(language, _LABELS["en"])
+    context = "\n\n".join(format_source(s, language) for s in sources)
+    user = f"{label_src}:\n\n{context}\n\n{label_q}: {question}\n{label_a}:"
+    return [Message(role="system", content=SYSTEM.get(language, SYSTEM["en"])), Message(role="user", content=user)]
+
+
+def condense_messages(question: str, turns: Sequence[Message], language: str) -> list[Message]:
+    convo = "\n".join(f"{m['role']}: {m['content'][:600]}" for m in turns)
+    label_q = _LABELS.get(language, _LABELS["en"])[1]
+    return [
+        Message(role="system", content=CONDENSE.get(language, CONDENSE["en"])),
+        Message(role="user", content=f"{convo}\nuser: {question}\n\n{label_q}:"),
+    ]

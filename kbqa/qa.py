@@ -1,0 +1,450 @@
+"""The answer chain: condense → retrieve → refuse or prompt → generate (streamed) → cite.
+
+`AnswerChain.stream` yields the answer's text pieces as the model produces them and then
+exactly one final `Answer`, whose `text` is authoritative: when the LLM's answer is
+unusable (it cites nothing the sources support, or the model cannot serve the question's
+language) the chain answers extractively instead and the final text differs from the
+streamed pieces. `ask` is `stream` run to the end.
+
+Written by hand rather than as a langchain `create_retrieval_chain`: the refusal gate,
+window-aware context packing, marker clean-up and the extractive fallback all need the
+per-source scores and numbers, which langchain's document chains do not carry through.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import numpy as np
+
+from kbqa.config import AnswerSettings, LLMSettings
+from kbqa.embeddings import KbqaEmbeddings
+from kbqa.errors import LLMError
+from kbqa.llm.base import ChatBackend, Message
+from kbqa.prompts import (
+    condense_messages,
+    detect_language,
+    format_source,
+    not_found_text,
+    qa_messages,
+)
+from kbqa.refusal import unknown_words
+from kbqa.schema import Answer, Source
+from kbqa.tokenize import STOPWORDS, Tokenizer
+
+History = Sequence[Message] | Sequence[tuple[str, str]] | None
+
+
+class Searcher(Protocol):
+    def search(self, query: str, k: int | None = None, min_score: float | None = None) -> list[Source]: ...
+
+    def term_weights(self, terms: Sequence[str]) -> dict[str, float]: ...
+
+    def doc_freqs(self, terms: Sequence[str]) -> dict[str, int]: ...
+
+
+# [3], [1, 2], [1][2], 【1】, [source 2], [^2] — what models write; normalised to [n].
+_MARKER = re.compile(r"[\[【]\s*(?:\^|source\s*|来源\s*|文档\s*)?(\d{1,2}(?:\s*[,，、]\s*\d{1,2})*)\s*[\]】]", re.I)
+_SENTENCE_END = re.compile(r"(?<=[。！？；!?])|(?<=[.;:])\s+(?=[A-Z0-9\\(\"'“])|\n+")
+# A reply that says the sources do not hold the answer.
+_DONT_KNOW = re.compile(
+    r"(not (?:found|mentioned|provided|contained|available|covered) in|do(?:es)? not (?:contain|mention|provide|say)|"
+    r"(?:no|not enough) information|cannot (?:find|answer)|can't (?:find|answer)|i don'?t know|"
+    r"unable to (?:find|answer)|"
+    r"没有(?:提到|提及|相关|找到|包含)|未(?:提到|提及|找到)|无法(?:回答|找到|确定)|不知道)",
+    re.I,
+)
+# A follow-up that leans on the previous turn: pronouns, ellipsis, "and …?", "…呢".
+_FOLLOW_UP_EN = re.compile(
+    r"\b(it|its|they|them|their|this|that|these|those|he|she|one|ones|former|latter|above|same|other|"
+    r"second|third|first|last|also|more|else)\b|^(and|but|what about|how about|or)\b", re.I
+)
+_FOLLOW_UP_ZH = re.compile(
+    r"它|他们|她们|它们|这个|那个|这些|那些|这种|那种|其|该|此|上述|呢[？?]?$|^那|^还有|第[一二三四五六七八九十\d]+个|另一"
+)
+
+
+@dataclass(slots=True)
+class _Draft:
+    text: str
+    cited: list[int]
+
+
+class AnswerChain:
+    """Answers questions from a searcher's sources with an optional LLM. Injected, no globals."""
+
+    def __init__(
+        self,
+        searcher: Searcher,
+        llm: ChatBackend | None,
+        settings: AnswerSettings,
+        llm_settings: LLMSettings,
+        tokenizer: Tokenizer,
+        embeddings: KbqaEmbeddings | None = None,
+    ) -> None:
+        self.searcher = searcher
+        self.llm = llm
+        self.settings = settings
+        self.llm_settings = llm_settings
+        self.tokenizer = tokenizer
+        self.embeddings = embeddings
+
+    # -- public --------------------------------------------------------------------------
+    def ask(self, question: str, history: History = None, *, k: int | None = None,
+            min_score: float | None = None) -> Answer:
+        for item in self.stream(question, history, k=k, min_score=min_score):
+            if isinstance(item, Answer):
+                return item
+        raise AssertionError("AnswerChain.stream ended without an Answer")  # pragma: no cover
+
+    def stream(self, question: str, history: History = None, *, k: int | None = None,
+               min_score: float | None = None) -> Iterator[str | Answer]:
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        question = question.strip()
+        language = detect_language(question)
+        turns = _as_messages(history)[-2 * self.settings.history_turns:] if self.settings.history_turns else []
+        standalone = self.condense(question, turns, language, timings)
+
+        t = time.perf_counter()
+        threshold = self.settings.min_score if min_score is None else min_score
+        n_sources = k or self.settings.max_sources
+        found = self.searcher.search(standalone, k=n_sources, min_score=0.0) if question else []
+        timings["retrieve"] = _ms(t)
+        base = Answer(text="", refused=False, sources=[], mode="generative", question=question,
+                      standalone_question=standalone, language=language, model=self._model_name())
+
+        relevant = [s for s in found if s.score >= threshold]
+        unknown = unknown_words(standalone, language, self.tokenizer.terms, self.searcher.doc_freqs) \
+            if relevant and self.settings.refuse_unknown_terms else []
+        if not relevant or unknown:
+            best = f"{found[0].score:.2f}" if found else "none"
+            why = (f"the knowledge base never mentions {', '.join(repr(w) for w in unknown)}" if unknown else
+                   f"no source reached the relevance threshold {threshold:.2f} (best: {best})")
+            timings["generate"] = 0.0
+            timings["total"] = _ms(t0)
+            text = not_found_text(language)
+            yield text
+            yield replace(base, text=text, refused=True, mode="refused", model="", timings_ms=timings,
+                          note=why)
+            return
+
+        sources = [replace(s, n=i) for i, s in enumerate(relevant, 1)]
+        reason = self._extractive_reason(language)
+        t = time.perf_counter()
+        if reason:
+            draft = self.extract(standalone, sources)
+            timings["generate"] = _ms(t)
+            timings["total"] = _ms(t0)
+            yield draft.text
+            yield replace(base, text=draft.text, sources=sources, cited=draft.cited, mode="extractive", note=reason,
+                          model="", timings_ms=timings)
+            return
+
+        assert self.llm is not None
+        messages, sources = self._prompt(question, standalone, turns, sources, language)
+        pieces: list[str] = []
+        try:
+            for piece in self.llm.stream(messages, max_tokens=self.llm_settings.max_new_tokens,
+                                         temperature=self.llm_settings.temperature):
+                if not pieces:
+                    timings["first_token"] = _ms(t)
+                pieces.append(piece)
+                yield piece
+                if len(pieces) % 16 == 0 and _looping("".join(pieces)):
+                    break  # closing the generator stops the backend
+        except LLMError as exc:
+            if self.settings.fallback == "never":
+                raise
+            draft = self.extract(standalone, sources)
+            timings["generate"] = _ms(t)
+            timings["total"] = _ms(t0)
+            yield replace(base, text=draft.text, sources=sources, cited=draft.cited, mode="extractive",
+                          note=f"the LLM failed ({exc}); answered with the best-matching source sentences",
+                          model="", timings_ms=timings)
+            return
+        timings["generate"] = _ms(t)
+        raw = "".join(pieces).strip()
+        answer = self._finish(raw, standalone, sources, base)
+        answer.tokens = len(pieces)
+        answer.timings_ms = {**timings, "total": _ms(t0)}
+        yield answer
+
+    # -- steps ---------------------------------------------------------------------------
+    def condense(self, question: str, turns: Sequence[Message], language: str,
+                 timings: dict[str, float] | None = None) -> str:
+        """A follow-up rewritten as a standalone question (unchanged when there is no history).
+
+        A capable LLM rewrites it; the bundled one is too small to do that reliably, so a
+        rule does instead: a question that leans on the previous turn (pronouns, "and …?",
+        very short) is searched together with the previous standalone question.
+        """
+        previous = [m["content"] for m in turns if m["role"] == "user"]
+        if not previous or not question:
+            return question
+        if self.llm is not None and self._llm_condenses(language):
+            t = time.perf_counter()
+            try:
+                rewritten = "".join(self.llm.stream(condense_messages(question, turns, language),
+                                                    max_tokens=96, temperature=0.0)).strip()
+            except LLMError:
+                rewritten = ""
+            if timings is not None:
+                timings["condense"] = _ms(t)
+            rewritten = rewritten.splitlines()[0].strip() if rewritten else ""
+            if 0 < len(rewritten) <= 4 * len(question) + 200:
+                return rewritten
+        if _leans_on_history(question, language):
+            return f"{previous[-1]} {question}"
+        return question
+
+    def extract(self, question: str, sources: Sequence[Source]) -> _Draft:
+        """The sentences of the sources that best answer the question, each cited.
+
+        A sentence scores by the idf-weighted share of the question's terms it contains,
+        plus (if embeddings are given) its calibrated similarity to the question, plus a
+        little of its source's own score so ties go to the better source.
+        """
+        q_terms = [t for t in self.tokenizer.query_terms(question) if t not in STOPWORDS]
+        weights = self.searcher.term_weights(q_terms) if q_terms else {}
+        candidates: list[tuple[int, int, str]] = []  # (source n, position, sentence)
+        for s in sources:
+            for pos, sent in enumerate(_sentences(s.text)):
+                if not sent.rstrip().endswith(("?", "？")):  # a FAQ's question restates, it does not answer
+                    candidates.append((s.n, pos, sent))
+        if not candidates:
+            return _Draft("", [])
+        total = sum(weights.values()) or 1.0
+        lexical = np.array([
+            sum(w for t, w in weights.items() if t in set(self.tokenizer.terms(sent))) / total
+            for _, _, sent in candidates
+        ])
+        semantic = np.zeros(len(candidates))
+        if self.embeddings is not None:
+            vecs = self.embeddings.encode([c[2] for c in candidates])
+            qvec = self.embeddings.encode_queries([question])[0]
+            semantic = np.clip((np.asarray(vecs) @ np.asarray(qvec) - 0.1) / 0.6, 0.0, 1.0)
+        by_n = {s.n: s.score for s in sources}
+        prior = np.array([by_n[n] for n, _, _ in candidates])
+        # Bilingual documents: prefer sentences in the question's language.
+        same = np.array([1.0 if detect_language(c[2]) == detect_language(question) else 0.5 for c in candidates])
+        score = (0.5 * lexical + 0.4 * semantic + 0.1 * prior) * same
+        order = np.argsort(-score, kind="stable")
+        best = float(score[order[0]])
+        chosen: list[int] = []
+        for i in order:
+            if len(chosen) >= self.settings.extractive_sentences or float(score[i]) < 0.6 * best:
+                break
+            if any(candidates[i][2] in candidates[j][2] or candidates[j][2] in candidates[i][2] for j in chosen):
+                continue
+            chosen.append(int(i))
+        # Read in document order within a source, best source first.
+        rank = {n: r for r, n in enumerate(dict.fromkeys(candidates[i][0] for i in chosen))}
+        chosen.sort(key=lambda i: (rank[candidates[i][0]], candidates[i][1]))
+        parts = [_cite(candidates[i][2], candidates[i][0]) for i in chosen]
+        joiner = "" if all(_is_cjk_text(p) for p in parts) else " "
+        cited = sorted({candidates[i][0] for i in chosen})
+        return _Draft(joiner.join(parts), cited)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _model_name(self) -> str:
+        return self.llm.name if self.llm is not None else ""
+
+    def _extractive_reason(self, language: str) -> str:
+        if self.llm is None:
+            return "no LLM configured (llm.backend: extractive); answered with the best-matching source sentences"
+        if self.settings.fallback == "always":
+            return "answer.fallback is 'always'; answered with the best-matching source sentences"
+        langs = self.llm.languages
+        if self.settings.fallback == "auto" and langs is not None and language not in langs:
+            return (f"the LLM ({self.llm.name}) does not answer {_LANG_NAME.get(language, language)}; "
+                    "answered with the best-matching source sentences")
+        return ""
+
+    def _llm_condenses(self, language: str) -> bool:
+        """The bundled 135M model cannot rewrite questions reliably; larger models can."""
+        assert self.llm is not None
+        if self.llm.name.startswith("bundled:") and not self.llm_settings.model:
+            return False
+        return self.llm.languages is None or language in self.llm.languages
+
+    def _prompt(self, question: str, standalone: str, turns: Sequence[Message], sources: list[Source],
+                language: str) -> tuple[list[Message], list[Source]]:
+        """Messages for the LLM with as many sources as fit its window, best first."""
+        assert self.llm is not None
+        q = standalone if standalone != question else question
+        budget = self.llm.context_window - self.llm_settings.max_new_tokens - 16
+        fixed = sum(self.llm.count_tokens(m["content"]) + 8 for m in qa_messages(q, [], language))
+        budget -= fixed
+        kept: list[Source] = []
+        for s in sources:
+            cost = self.llm.count_tokens(format_source(s, language)) + 2
+            if cost <= budget:
+                kept.append(s)
+                budget -= cost
+            elif not kept and budget > 64:  # the best source alone is too long: keep its head
+                kept.append(replace(s, text=_cut_to_tokens(self.llm, s, budget, language)))
+                break
+            else:
+                break
+        return qa_messages(q, kept, language), kept
+
+    def _finish(self, raw: str, question: str, sources: list[Source], base: Answer) -> Answer:
+        valid = {s.n for s in sources}
+        text = _drop_dangling(_clean_markers(_drop_scaffolding(raw, sources), valid))
+        cited = _cited(text)
+        if _DONT_KNOW.search(text) and len(text) < 400:
+            return replace(base, text=_strip_markers(text), refused=True, mode="refused", sources=sources, cited=[],
+                           note="the LLM found no answer in the retrieved sources")
+        if not cited:
+            attributed = self._attribute(text, sources)
+            if _cited(attributed) or self.settings.fallback != "never":
+                text = attributed
+                cited = _cited(text)
+        if cited or self.settings.fallback == "never":
+            by_model = bool(_cited(_clean_markers(raw, valid)))
+            note = "" if by_model else "citations added by matching answer sentences to sources"
+            return replace(base, text=text, sources=sources, cited=cited, note=note)
+        draft = self.extract(question, sources)
+        return replace(base, text=draft.text, sources=sources, cited=draft.cited, mode="extractive", model="",
+                       note=f"the LLM's answer ({self.llm.name if self.llm else ''}) was not supported by the "
+                            "sources; answered with the best-matching source sentences")
+
+    def _attribute(self, text: str, sources: Sequence[Source]) -> str:
+        """Cite each answer sentence with the source sharing most of its terms (≥ 60 %).
+
+        Used when the model cited nothing itself: small models often answer correctly but
+        forget the markers. Such a model is not following its instructions, so sentences
+        whose words come from no source (made up) and questions it echoes are dropped; an
+        answer left with no cited sentence is replaced by the extractive one.
+        """
+        src_terms = {s.n: set(self.tokenizer.terms(s.text)) for s in sources}
+        out: list[str] = []
+        for sent in _sentences(text):
+            if sent.rstrip().endswith(("?", "？")):
+                continue
+            terms = {t for t in self.tokenizer.terms(sent) if t not in STOPWORDS}
+            if not terms:
+                continue
+            n, overlap = max(((n, len(terms & st) / len(terms)) for n, st in src_terms.items()),
+                             key=lambda x: (x[1], -x[0]))
+            if overlap >= 0.6:
+                out.append(_cite(sent, n))
+        joiner = "" if _is_cjk_text(text) else " "
+        return joiner.join(out)
+
+
+_LANG_NAME = {"zh": "Chinese", "en": "English"}
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0
+
+
+def _as_messages(history: History) -> list[Message]:
+    out: list[Message] = []
+    for item in history or []:
+        if isinstance(item, dict):
+            out.append(Message(role=str(item.get("role", "user")), content=str(item.get("content", ""))))
+        else:
+            q, a = item
+            out += [Message(role="user", content=q), Message(role="assistant", content=a)]
+    return out
+
+
+def _leans_on_history(question: str, language: str) -> bool:
+    if language == "zh":
+        return bool(_FOLLOW_UP_ZH.search(question)) or len(question) <= 8
+    return bool(_FOLLOW_UP_EN.search(question)) or len(question.split()) <= 4
+
+
+def _sentences(text: str) -> list[str]:
+    parts = (p.strip() for p in _SENTENCE_END.split(text))
+    return [p if len(p) <= 300 else p[:300].rstrip() + "…" for p in parts if len(p) >= 4]
+
+
+def _is_cjk_text(text: str) -> bool:
+    return detect_language(text) == "zh"
+
+
+def _clean_markers(text: str, valid: set[int]) -> str:
+    """Normalise every marker to `[n]` and drop those that point to no source."""
+
+    def fix(m: re.Match[str]) -> str:
+        nums = [int(x) for x in re.findall(r"\d+", m.group(1))]
+        return "".join(f"[{n}]" for n in dict.fromkeys(nums) if n in valid)
+
+    text = _MARKER.sub(fix, text)
+    return re.sub(r"[ \t]+([.,;。，；])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
+
+
+def _cite(sentence: str, n: int) -> str:
+    """`sentence [n].` — the marker goes before the closing punctuation, no space in Chinese."""
+    m = re.search(r"[.。!！;；]+$", sentence)
+    body, end = (sentence[: m.start()], m.group()) if m else (sentence, "")
+    space = "" if _is_cjk_text(body[-12:]) else " "
+    return f"{body.rstrip()}{space}[{n}]{end}"
+
+
+def _looping(text: str) -> bool:
+    """The model repeats itself: some line or sentence of ≥ 8 characters occurs 3+ times."""
+    seen: dict[str, int] = {}
+    for part in re.split(r"\n+|(?<=[.!?。！？])\s+", text):
+        part = part.strip()
+        if len(part) >= 8:
+            seen[part] = seen.get(part, 0) + 1
+            if seen[part] >= 3:
+                return True
+    return False
+
+
+_SCAFFOLD = re.compile(r"^\s*(?:the\s+)?(?:sources?|answer|question|context|资料|回答|问题)\s*[:：]?\s*$", re.I)
+
+
+def _drop_scaffolding(text: str, sources: Sequence[Source]) -> str:
+    """Remove what small models echo from the prompt: label lines, source header lines,
+    and repeated lines (kept once)."""
+    headers = {f"[{s.n}] {s.file}" for s in sources}
+    out: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if _SCAFFOLD.match(stripped) or any(stripped.startswith(h) for h in headers):
+            continue
+        if stripped and stripped in (o.strip() for o in out):
+            continue
+        out.append(line)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
+
+
+def _drop_dangling(text: str) -> str:
+    """Remove a trailing lead-in the model never finished ("… The answer is:")."""
+    parts = _sentences(text)
+    if len(parts) > 1 and parts[-1].rstrip().endswith((":", "：")):
+        cut = text.rfind(parts[-1])
+        return text[:cut].rstrip() if cut > 0 else text
+    return text
+
+
+def _strip_markers(text: str) -> str:
+    return re.sub(r"\s*\[\d+\]", "", text).strip()
+
+
+def _cited(text: str) -> list[int]:
+    return sorted({int(n) for n in re.findall(r"\[(\d+)\]", text)})
+
+
+def _cut_to_tokens(llm: ChatBackend, source: Source, budget: int, language: str) -> str:
+    """The longest head of the source's text that fits `budget` tokens (binary search on chars)."""
+    lo, hi = 0, len(source.text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if llm.count_tokens(format_source(replace(source, text=source.text[:mid]), language)) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return source.text[:lo]
+
