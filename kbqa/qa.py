@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -36,7 +36,7 @@ from kbqa.refusal import unknown_words
 from kbqa.schema import Answer, Source
 from kbqa.tokenize import STOPWORDS, Tokenizer
 
-History = Sequence[Message] | Sequence[tuple[str, str]] | None
+History = Sequence[Mapping[str, str]] | Sequence[tuple[str, str]] | None
 
 
 class Searcher(Protocol):

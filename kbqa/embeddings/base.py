@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from kbqa.errors import EmbeddingError
+from kbqa.errors import EmbeddingError, KbqaError
 
 log = logging.getLogger(__name__)
 
@@ -134,44 +134,39 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
     return out / norms
 
 
-def check_device(device: str) -> str:
+def check_device(device: str, setting: str = "embedding.device", error: type[KbqaError] = EmbeddingError) -> str:
     """Validate the spelling of a device setting without importing torch; returns it normalised."""
     wanted = device.strip().lower()
     if wanted in ("auto", "cpu", "cuda", "mps"):
         return wanted
     if wanted.startswith("cuda:") and wanted[5:].isdigit():
         return wanted
-    raise EmbeddingError(f"embedding.device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+    raise error(f"{setting} must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
 
 
-def resolve_device(device: str) -> str:
-    """Turn the `embedding.device` setting into a concrete torch device string.
+def resolve_device(device: str, setting: str = "embedding.device", error: type[KbqaError] = EmbeddingError) -> str:
+    """Turn a device setting (`embedding.device`, `llm.device`) into a concrete torch device string.
 
     'auto' picks CUDA, then Apple MPS, then CPU. An explicit GPU that is not available is an
     error rather than a silent fallback, so a misconfigured server does not crawl on the CPU.
     """
-    wanted = check_device(device)
+    wanted = check_device(device, setting, error)
     if wanted == "cpu":
         return "cpu"
     import torch
 
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps is not None and mps.is_available())
     if wanted == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return "mps"
-        return "cpu"
+        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
     if wanted == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise EmbeddingError("embedding.device is 'mps' but this machine/torch build has no MPS support")
+        if not has_mps:
+            raise error(f"{setting} is 'mps' but this machine/torch build has no MPS support (set it to auto or cpu)")
         return "mps"
     if not torch.cuda.is_available():
-        raise EmbeddingError(f"embedding.device is {device!r} but torch sees no CUDA GPU")
+        raise error(f"{setting} is {device!r} but torch sees no CUDA GPU (set it to auto or cpu)")
     if ":" in wanted and int(wanted.split(":", 1)[1]) >= torch.cuda.device_count():
-        raise EmbeddingError(f"embedding.device {device!r}: no such CUDA device "
-                             f"({torch.cuda.device_count()} visible)")
+        raise error(f"{setting} {device!r}: no such CUDA device ({torch.cuda.device_count()} visible)")
     return wanted
 
 
