@@ -6,9 +6,11 @@
 For every threshold t in 0.00..0.70 a question is refused when its best source scores below
 t or it names something the knowledge base never mentions (`answer.refuse_unknown_terms`).
 Prints refusal accuracy on unanswerable questions and the false-refusal rate on answerable
-ones per language, and picks the highest t whose false-refusal rate stays within
---max-false (default 0.05) in every language: refusing wrongly costs a user an answer the
-documents hold, which is worse than answering a near-miss with sources they can check.
+ones per language. Among the thresholds whose false-refusal rate stays within --max-false
+(default 0.05) in every language — refusing wrongly costs a user an answer the documents
+hold, which is worse than answering a near-miss with sources they can check — it takes those
+with the best mean refusal accuracy and picks the middle of that range: the dev set cannot
+tell them apart, and the middle keeps the widest margin on both sides.
 Saves benchmarks/results/refusal-<model>.json.
 """
 
@@ -63,15 +65,24 @@ def main() -> None:
             row[f"{lang}_refusal_acc"] = round(sum(s < t or u for s, u in un) / len(un), 3)
             row[f"{lang}_false_refusal"] = round(sum(s < t or u for s, u in ans) / len(ans), 3)
         table.append(row)
-    ok = [r for r in table if all(r[f"{lang}_false_refusal"] <= args.max_false for lang in per_lang)]
-    best = max(ok, key=lambda r: r["threshold"]) if ok else table[0]
+    ok = [r for r in table if all(r[f"{lang}_false_refusal"] <= args.max_false for lang in per_lang)] or table[:1]
+
+    def refusal(r: dict[str, float]) -> float:
+        return sum(r[f"{lang}_refusal_acc"] for lang in per_lang) / len(per_lang)
+
+    top = max(refusal(r) for r in ok)
+    tied = [r for r in ok if refusal(r) == top and r["threshold"] > 0]  # 0 would never refuse by score
+    tied = tied or [r for r in ok if refusal(r) == top]
+    best = tied[len(tied) // 2]
     print(f"{'t':>5} " + " ".join(f"{lang}: refuse-unans  false-refusal" for lang in per_lang))
     for r in table[::5] + ([best] if best not in table[::5] else []):
         mark = "  <- chosen" if r is best else ""
         print(f"{r['threshold']:5.2f} " + " ".join(
             f"{r[f'{lang}_refusal_acc']:>17.3f} {r[f'{lang}_false_refusal']:>14.3f}" for lang in per_lang) + mark)
     out = ROOT / "benchmarks/results" / f"refusal-{args.model}.json"
-    out.write_text(json.dumps({"model": args.model, "max_false": args.max_false, "chosen": best, "sweep": table},
+    print(f"thresholds {tied[0]['threshold']:.2f}..{tied[-1]['threshold']:.2f} are equally good on the dev set")
+    out.write_text(json.dumps({"model": args.model, "max_false": args.max_false, "chosen": best,
+                               "tied_range": [tied[0]["threshold"], tied[-1]["threshold"]], "sweep": table},
                               indent=1) + "\n")
     print(f"chosen answer.min_score = {best['threshold']:.2f}; saved {out.relative_to(ROOT)}")
 

@@ -135,10 +135,10 @@ class LLMSettings(_Strict):
 
 
 class AnswerSettings(_Strict):
-    min_score: float = Field(default=0.35, ge=0, le=1)
+    min_score: float = Field(default=0.18, ge=0, le=1)
     """Refusal threshold: if no source scores at least this (0–1 scale), the answer is
     'not found in the knowledge base' and the LLM is not called. Calibrated on the dev set by
-    benchmarks/calibrate_refusal.py (highest value with ≤ 5 % false refusals in EN and ZH)."""
+    benchmarks/calibrate_refusal.py (middle of the range with the best refusal accuracy at ≤ 5 % false refusals)."""
     refuse_unknown_terms: bool = True
     """Also refuse when the question names something specific (an identifier, acronym, product,
     non-dictionary word) that no chunk of the knowledge base contains."""
@@ -148,6 +148,10 @@ class AnswerSettings(_Strict):
     """'auto': answer extractively when the LLM cannot serve the question's language or its
     answer cites nothing the sources support; 'always': never call the LLM; 'never': always
     return the LLM's answer."""
+    small_model_guard: Literal["auto", "on", "off"] = "auto"
+    """Hold a generated answer to its sources: keep only sentences a source supports (re-cited by
+    that source) and quote the best-matching source sentences under it. 'auto' = for small
+    models (the bundled one), whose own answers and markers are often wrong."""
     history_turns: int = Field(default=3, ge=0, le=50)
     """Previous question/answer pairs used to condense a follow-up into a standalone question."""
     extractive_sentences: int = Field(default=3, ge=1, le=20)

@@ -34,6 +34,8 @@ NOT_FOUND = {
     "zh": "知识库中没有找到相关内容：没有文档与这个问题足够相关。",
 }
 
+QUOTES_LABEL = {"en": "From the documents:", "zh": "原文摘录："}
+
 _LABELS = {
     "en": ("Sources", "Question", "Answer (cite sources like [1])", "p."),
     "zh": ("资料", "问题", "回答（用 [1] 这样的编号注明出处）", "第{}页"),

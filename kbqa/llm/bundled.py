@@ -42,6 +42,8 @@ class BundledLlamaCpp:
         self.languages: frozenset[str] | None = (
             frozenset(settings.languages) if settings.languages else (frozenset({"en"}) if not settings.model else None)
         )
+        # The bundled 135M model: the answer chain quotes source sentences under its answers.
+        self.small = not settings.model
         self._llm: Any = None
         # One llama context is not re-entrant: generations (and tokenising) take turns.
         self._lock = threading.RLock()

@@ -246,3 +246,16 @@ def test_cli_ask_json_and_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                         input="How do I start pump P-17?\n/clear\nWhat is on Mars?\n/quit\n")
     assert res.exit_code == 0 and "primed" in res.stdout and "Not found in the knowledge base" in res.stdout
 
+
+
+def test_small_model_answers_are_held_to_their_sources(settings: Settings, fake_loaders, tmp_path: Path) -> None:
+    llm = FakeChatModel(reply="Pump P-17 must be primed [2]. Bananas are yellow and sweet [1].")
+    llm.small = True  # type: ignore[attr-defined]
+    kb = _kb(settings, fake_loaders, tmp_path, llm)
+    ans = kb.ask("How do I start pump P-17?")
+    assert ans.mode == "generative" and "Bananas" not in ans.text
+    assert ans.text.startswith("Pump P-17 must be primed [1].")  # re-cited by the source it comes from
+    assert "\n\nFrom the documents:\n> Pump P-17 must be primed before start-up [1]." in ans.text
+    assert "small model" in ans.note
+    off = _kb(settings, fake_loaders, tmp_path, llm, small_model_guard="off").ask("How do I start pump P-17?")
+    assert "Bananas" in off.text and "From the documents" not in off.text
