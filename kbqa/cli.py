@@ -337,6 +337,67 @@ def remove(
     out.print(f"removed {result.file} ({result.chunks} chunks)")
 
 
+@app.command("eval")
+def eval_cmd(
+    questions: Annotated[Path, typer.Argument(help="Question set, JSON lines (see DESIGN.md / eval/README.md).")],
+    kb: KbOpt = None,
+    k: Annotated[int | None, typer.Option("-k", help="Sources per answer (default answer.max_sources).")] = None,
+    no_answers: Annotated[bool, typer.Option("--no-answers", help="Retrieval figures only (no LLM).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="A row per question.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Save a PNG chart of the figures here.")] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Measure retrieval (hit@1/3/5/10, MRR) and answers (accuracy, refusals, citation precision, latency).
+
+    Example: kbqa eval eval/dev_en.jsonl --kb en-manuals --verbose --plot eval-en.png
+    """
+    from kbqa.eval import evaluate_answers, evaluate_retrieval, load_questions, plot_report
+
+    with _errors():
+        qs = load_questions(questions)
+        settings = _settings(config, home)
+        with KnowledgeBase.open(kb or settings.default_kb, settings) as base:
+            if base.store.count() == 0:
+                raise KbqaError(f"knowledge base {base.name!r} has nothing indexed yet")
+            retrieval = evaluate_retrieval(qs, base.search)
+            answers = None if no_answers else evaluate_answers(qs, lambda q: base.ask(q, k=k))
+            data: dict[str, Any] = {"knowledge_base": base.name, "questions": len(qs), "file": str(questions),
+                                    "retrieval": retrieval.to_json()}
+            if answers is not None:
+                data["answers"] = answers.to_json()
+                data["model"] = base.llm.name if base.llm else "extractive"
+            if plot is not None:
+                data["plot"] = str(plot_report(data, plot, f"{questions.name} on {base.name}"))
+        if verbose and answers is not None:
+            data["per_question"] = answers.rows
+    if as_json:
+        _print_json(data)
+        return
+    r = data["retrieval"]
+    out.print(f"[bold]{questions.name}[/] on [cyan]{data['knowledge_base']}[/]: {len(qs)} questions", highlight=False)
+    out.print(f"retrieval ({r['questions']} answerable): hit@1 {r['hit@1']:.3f}  hit@3 {r['hit@3']:.3f}  "
+              f"hit@5 {r['hit@5']:.3f}  hit@10 {r['hit@10']:.3f}  MRR {r['mrr']:.3f}  "
+              f"search p50 {r['search_p50_ms']:.0f} ms / p95 {r['search_p95_ms']:.0f} ms", highlight=False)
+    if answers is not None:
+        a = data["answers"]
+        out.print(f"answers ({data['model']}): accuracy {a['answer_accuracy']:.3f}  refusal accuracy "
+                  f"{a['refusal_accuracy']:.3f}  false refusals {a['false_refusal_rate']:.3f}  citation precision "
+                  f"{a['citation_precision']:.3f}  ask p50 {a['ask_p50_ms']:.0f} ms / p95 {a['ask_p95_ms']:.0f} ms  "
+                  f"modes {a['modes']}", highlight=False)
+    if verbose and answers is not None:
+        table = Table(show_lines=False)
+        for col in ("id", "ok", "mode", "cited", "answer"):
+            table.add_column(col, overflow="fold")
+        for row in answers.rows:
+            table.add_row(row["id"], "[green]✓[/]" if row["ok"] else "[red]✗[/]", row["mode"],
+                          ", ".join(row["cited"]), " ".join(row["answer"].split())[:160])
+        out.print(table)
+    if plot is not None:
+        out.print(f"chart saved to {data['plot']}")
+
+
 @kb_app.command("list")
 def kb_list(as_json: JsonOpt = False, config: ConfigOpt = None, home: HomeOpt = None) -> None:
     """List knowledge bases.  Example: kbqa kb list"""

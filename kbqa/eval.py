@@ -183,3 +183,43 @@ def evaluate_answers(questions: Sequence[Question], ask: Callable[[str], Any]) -
         report.rows.append({"id": q.id, "ok": ok, "mode": ans.mode, "refused": ans.refused,
                             "answer": ans.text, "cited": [f"{s.file}:{s.page}" for s in cited], "note": ans.note})
     return report
+
+
+def plot_report(data: dict[str, Any], path: str | Path, title: str = "") -> Path:
+    """A bar chart of the quality figures of a `kbqa eval` report, saved as PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        from kbqa.errors import DependencyMissingError
+
+        raise DependencyMissingError("matplotlib", "kbqa eval --plot") from exc
+    retrieval, answers = data.get("retrieval", {}), data.get("answers", {})
+    labels: list[str] = []
+    values: list[float] = []
+    for key in ("hit@1", "hit@3", "hit@5", "hit@10", "mrr"):
+        if key in retrieval:
+            labels.append(key.upper() if key == "mrr" else key)
+            values.append(float(retrieval[key]))
+    for key, label in (("answer_accuracy", "answer\naccuracy"), ("refusal_accuracy", "refusal\naccuracy"),
+                       ("false_refusal_rate", "false\nrefusals"), ("citation_precision", "citation\nprecision")):
+        if key in answers:
+            labels.append(label)
+            values.append(float(answers[key]))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels)), 3.6), dpi=120)
+    colors = ["#4C78A8"] * sum(1 for lab in labels if lab.startswith(("hit", "MRR"))) + ["#F58518"] * (
+        len(labels) - sum(1 for lab in labels if lab.startswith(("hit", "MRR"))))
+    bars = ax.bar(labels, values, color=colors)
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("share of questions")
+    ax.set_title(title or "kbqa eval", fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
