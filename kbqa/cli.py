@@ -314,8 +314,7 @@ def ui(
     from kbqa.ui_launch import launch
 
     with _errors():
-        settings = _settings(config, home)
-        code = launch(host or settings.ui.host, port or settings.ui.port, config, home)
+        code = launch(host, port, config, home)
     raise typer.Exit(code)
 
 

@@ -20,7 +20,8 @@ PACKAGE_DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Env values are parsed as YAML, so KBQA_UI__PASSWORD=1234 arrives as an int: accept it for str fields.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 class LoaderSettings(_Strict):
