@@ -61,3 +61,7 @@ class EmbeddingError(KbqaError):
 
 class LLMError(KbqaError):
     """The language model could not be loaded or failed to answer (the message says which and why)."""
+
+
+class UploadError(KbqaError):
+    """An upload as a whole cannot be accepted (e.g. the target folder is unusable)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO, Literal
 
-from kbqa.errors import KbqaError
+from kbqa.errors import UploadError
 
 __all__ = ["UploadError", "UploadLimits", "UploadReport", "UploadResult", "safe_name", "safe_relpath", "save_uploads"]
 
@@ -34,10 +34,6 @@ _WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in r
                               *(f"LPT{i}" for i in range(1, 10))})
 _JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
 _CHUNK = 1 << 16
-
-
-class UploadError(KbqaError):
-    """An upload as a whole cannot be accepted (e.g. the target folder is unusable)."""
 
 
 @dataclass(frozen=True, slots=True)
