@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def kb(tmp_path_factory: pytest.TempPathFactory) -> KnowledgeBase:
     home = tmp_path_factory.mktemp("answers")
     shutil.copytree(ROOT / "knowledge" / "samples", home / "src")
-    base = KnowledgeBase.create("samples", load_settings(environ={}, home=home))
+    # Shorter answers keep the test quick; everything else is the shipped default.
+    base = KnowledgeBase.create("samples", load_settings(environ={}, home=home, llm={"max_new_tokens": 160}))
     assert base.add(home / "src").ok
     return base
 
