@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--prompt-tokens", type=int, default=1500)
+    ap.add_argument("--transformers", action="store_true",
+                    help="also time the same GGUF loaded by transformers (dequantised to fp32): why llama.cpp")
     args = ap.parse_args()
     llm = BundledLlamaCpp(LLMSettings(threads=args.threads))
     t = time.perf_counter()
@@ -80,10 +82,40 @@ def main() -> None:
         "generated_tokens": lengths, "bench_rss_mb": round(rss_self_mb),
         "kbqa_ask_peak_rss_mb": ask_rss_mb and round(ask_rss_mb),
     }
+    if args.transformers:
+        result["transformers_fp32"] = _transformers_speed(messages, llm.path)
     print(json.dumps(result, indent=1))
     out = ROOT / "benchmarks/results/llm.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"saved {out.relative_to(ROOT)}")
+
+
+def _transformers_speed(messages: list[dict[str, str]], gguf: Path) -> dict[str, float]:
+    """The alternative the issue names: transformers + gguf_file (weights dequantised to fp32)."""
+    from threading import Thread
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer
+
+    t = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    load_s = time.perf_counter() - t
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    streamer = TextIteratorStreamer(tok, skip_prompt=True)
+    t = time.perf_counter()
+    worker = Thread(target=model.generate, kwargs={**ids, "max_new_tokens": 64, "do_sample": False,
+                                                   "streamer": streamer})
+    worker.start()
+    first, n = None, 0
+    for piece in streamer:
+        if piece and first is None:
+            first = time.perf_counter()
+        n += 1
+    end = time.perf_counter()
+    worker.join()
+    assert first is not None
+    return {"load_s": round(load_s, 2), "ttft_s": round(first - t, 2),
+            "decode_pieces_per_s": round((n - 1) / (end - first), 1) if n > 1 else 0.0}
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def main() -> None:
         for q in load_questions(qfile):
             top = kb.search(q.question, k=1, min_score=0.0)
             unknown = unknown_words(q.question, detect_language(q.question), kb._tokenizer.terms,
-                                    retriever.doc_freqs)
+                                    retriever.doc_freqs, retriever.has_phrase)
             rows.append((q.unanswerable, top[0].score if top else 0.0, bool(unknown)))
         per_lang[lang] = rows
     table = []

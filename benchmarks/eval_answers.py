@@ -3,9 +3,10 @@
     python benchmarks/fetch_corpus.py en-manuals zh-docs      # once
     python benchmarks/eval_answers.py [--modes auto extractive llm] [--langs en zh]
 
-Modes: `auto` = the default (bundled LLM, extractive fallback when it cannot serve the
-language or cites nothing), `extractive` = no LLM, `llm` = the LLM's answer always kept
-(`answer.fallback: never`). Reports answer accuracy (every must_contain string present),
+Modes: `auto` = the default (bundled LLM held to its sources — `answer.small_model_guard` —
+with the extractive fallback when it cannot serve the language or cites nothing),
+`extractive` = no LLM, `llm` = the bundled LLM's raw answer (no guard, no fallback, also on
+Chinese questions). Reports answer accuracy (every must_contain string present),
 refusal accuracy on unanswerable questions, false-refusal rate, citation precision and ask
 latency. Saves benchmarks/results/answers-<model>.json (with every answer, for reading).
 """
@@ -26,7 +27,11 @@ from kbqa.eval import evaluate_answers, load_questions  # noqa: E402
 from kbqa.kb import KnowledgeBase  # noqa: E402
 
 SETS = {"en": ("en-manuals", ROOT / "eval/dev_en.jsonl"), "zh": ("zh-docs", ROOT / "eval/dev_zh.jsonl")}
-MODES = {"auto": ("bundled", "auto"), "extractive": ("extractive", "auto"), "llm": ("bundled", "never")}
+MODES = {  # mode: (llm.backend, answer.fallback, answer.small_model_guard)
+    "auto": ("bundled", "auto", "auto"),
+    "extractive": ("extractive", "auto", "auto"),
+    "llm": ("bundled", "never", "off"),
+}
 
 
 def main() -> None:
@@ -35,6 +40,7 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     ap.add_argument("--langs", nargs="+", default=list(SETS), choices=list(SETS))
     args = ap.parse_args()
+    out = ROOT / "benchmarks/results" / f"answers-{args.model}.json"
     rows: list[dict[str, Any]] = []
     for lang in args.langs:
         corpus, qfile = SETS[lang]
@@ -43,22 +49,30 @@ def main() -> None:
             raise SystemExit(f"{folder}: missing; run: python benchmarks/fetch_corpus.py {corpus}")
         questions = load_questions(qfile)
         for mode in args.modes:
-            backend, fallback = MODES[mode]
+            backend, fallback, guard = MODES[mode]
             settings = load_settings(home=ROOT / "benchmarks/results/kbs" / f"{args.model}-default",
                                      embedding={"model": args.model}, llm={"backend": backend},
-                                     answer={"fallback": fallback})
+                                     answer={"fallback": fallback, "small_model_guard": guard})
             with KnowledgeBase.create(corpus, settings, exist_ok=True) as kb:
                 kb.add(folder)
                 report = evaluate_answers(questions, kb.ask)
             row = {"lang": lang, "mode": mode, **report.to_json(), "answers": report.rows}
             rows.append(row)
+            _save(out, rows)
             print(f"{lang} {mode:10s} accuracy {row['answer_accuracy']:.3f}  refusal {row['refusal_accuracy']:.3f}  "
                   f"false-refusal {row['false_refusal_rate']:.3f}  citation-precision {row['citation_precision']:.3f}  "
                   f"ask p50 {row['ask_p50_ms']:.0f} ms p95 {row['ask_p95_ms']:.0f} ms  modes {row['modes']}",
                   flush=True)
-    out = ROOT / "benchmarks/results" / f"answers-{args.model}.json"
-    out.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
     print(f"saved {out.relative_to(ROOT)}")
+
+
+def _save(out: Path, rows: list[dict[str, Any]]) -> None:
+    """Merge into the saved results by (lang, mode), so a partial rerun keeps the other rows."""
+    old = json.loads(out.read_text()) if out.exists() else []
+    keys = {(r["lang"], r["mode"]) for r in rows}
+    merged = [r for r in old if (r["lang"], r["mode"]) not in keys] + rows
+    merged.sort(key=lambda r: (r["lang"], list(MODES).index(r["mode"])))
+    out.write_text(json.dumps(merged, ensure_ascii=False, indent=1) + "\n")
 
 
 if __name__ == "__main__":

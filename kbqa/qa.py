@@ -47,6 +47,8 @@ class Searcher(Protocol):
 
     def doc_freqs(self, terms: Sequence[str]) -> dict[str, int]: ...
 
+    def has_phrase(self, terms: Sequence[str]) -> bool: ...
+
 
 # [3], [1, 2], [1][2], 【1】, [source 2], [^2] — what models write; normalised to [n].
 _MARKER = re.compile(r"[\[【]\s*(?:\^|source\s*|来源\s*|文档\s*)?(\d{1,2}(?:\s*[,，、]\s*\d{1,2})*)\s*[\]】]", re.I)
@@ -120,7 +122,8 @@ class AnswerChain:
                       standalone_question=standalone, language=language, model=self._model_name())
 
         relevant = [s for s in found if s.score >= threshold]
-        unknown = unknown_words(standalone, language, self.tokenizer.terms, self.searcher.doc_freqs) \
+        unknown = unknown_words(standalone, language, self.tokenizer.terms, self.searcher.doc_freqs,
+                                self.searcher.has_phrase) \
             if relevant and self.settings.refuse_unknown_terms else []
         if not relevant or unknown:
             best = f"{found[0].score:.2f}" if found else "none"

@@ -82,7 +82,7 @@ def specific_words(question: str, language: str) -> list[str]:
                 or any(c.isupper() for c in word[1:])
                 or language == "zh"
                 or (word[0].isupper() and not sentence_start)
-                or not _is_english_word(word, lexicon)
+                or not all(_is_english_word(part, lexicon) for part in re.split(r"[-_.]", word) if part)
             )
             if specific and word not in out:
                 out.append(word)
@@ -91,11 +91,23 @@ def specific_words(question: str, language: str) -> list[str]:
 
 
 def unknown_words(question: str, language: str, terms_of: Callable[[str], Sequence[str]],
-                  doc_freqs: Callable[[Sequence[str]], dict[str, int]]) -> list[str]:
-    """The specific words of the question that no chunk of the knowledge base contains."""
+                  doc_freqs: Callable[[Sequence[str]], dict[str, int]],
+                  has_phrase: Callable[[Sequence[str]], bool] | None = None) -> list[str]:
+    """The specific words of the question that no chunk of the knowledge base contains.
+
+    A compound (`Rules-Requires-Root`, `GB/T`) counts as contained only where its parts
+    stand together, when `has_phrase` can tell.
+    """
     words = specific_words(question, language)
     if not words:
         return []
     per_word = {w: [t for t in terms_of(w) if t] for w in words}
     df = doc_freqs(sorted({t for ts in per_word.values() for t in ts}))
-    return [w for w, ts in per_word.items() if ts and all(df.get(t, 0) == 0 for t in ts)]
+    unknown = []
+    for w, ts in per_word.items():
+        if not ts:
+            continue
+        absent = all(df.get(t, 0) == 0 for t in ts)
+        if absent or (len(ts) > 1 and has_phrase is not None and not has_phrase(ts)):
+            unknown.append(w)
+    return unknown

@@ -118,6 +118,10 @@ class HybridRetriever:
         """How many chunks contain each term (terms no chunk contains are absent or 0)."""
         return self.store.catalog.doc_freqs(terms)
 
+    def has_phrase(self, terms: Sequence[str]) -> bool:
+        """Whether some chunk holds these terms next to each other, in this order."""
+        return self.store.catalog.has_phrase(terms)
+
     def term_weights(self, terms: Sequence[str]) -> dict[str, float]:
         """Each term's idf in this store (how much finding it in a text says)."""
         return self._idf(terms)

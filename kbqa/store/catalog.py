@@ -223,5 +223,13 @@ class Catalog:
         rows = self._db.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", list(terms))
         return {r[0]: int(r[1]) for r in rows}
 
+    def has_phrase(self, terms: Sequence[str]) -> bool:
+        """Whether some chunk holds these terms next to each other, in this order."""
+        if not terms:
+            return False
+        phrase = '"' + " ".join(t.replace('"', '""') for t in terms) + '"'
+        row = self._db.execute("SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT 1", (phrase,)).fetchone()
+        return row is not None
+
     def count_chunks(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])

@@ -259,3 +259,10 @@ def test_small_model_answers_are_held_to_their_sources(settings: Settings, fake_
     assert "small model" in ans.note
     off = _kb(settings, fake_loaders, tmp_path, llm, small_model_guard="off").ask("How do I start pump P-17?")
     assert "Bananas" in off.text and "From the documents" not in off.text
+
+
+def test_a_compound_counts_only_where_its_parts_stand_together(kb: KnowledgeBase, fake: FakeChatModel) -> None:
+    ans = kb.ask("How do I reset the Green-Motor?")  # 'green' and 'motor' occur, never as one name
+    assert ans.refused and "Green-Motor" in ans.note and fake.calls == []
+    assert not kb.ask("How do I start Pump P-17?").refused  # 'p 17' stands together in pumps.txt
+    assert specific_words("a well-designed table", "en") == []
