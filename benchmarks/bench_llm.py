@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kbqa.config import LLMSettings  # noqa: E402
+from kbqa.embeddings.base import physical_cores  # noqa: E402
 from kbqa.llm.bundled import BundledLlamaCpp  # noqa: E402
 
 FILLER = ("The booktabs package provides \\toprule, \\midrule and \\bottomrule for the horizontal rules of "
@@ -74,7 +75,7 @@ def main() -> None:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
         ask_rss_mb = int(proc.stderr.strip().splitlines()[-1]) / 1024
     result = {
-        "model": llm.name, "threads": args.threads or os.cpu_count(), "cpu_count": os.cpu_count(),
+        "model": llm.name, "threads": args.threads or max(1, physical_cores() - 1), "cpu_count": os.cpu_count(),
         "load_s": round(load_s, 2), "prompt_tokens": prompt_tokens,
         "ttft_s_median": round(statistics.median(ttft), 2), "ttft_s": [round(x, 2) for x in ttft],
         "decode_tokens_per_s_median": round(statistics.median(rates), 1),

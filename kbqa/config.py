@@ -120,7 +120,7 @@ class LLMSettings(_Strict):
     quantize: int | None = None
     """transformers ChatGLM-6B/2/3 on CUDA: 4 or 8 calls the model's own quantize(bits)."""
     threads: int = Field(default=0, ge=0)
-    """bundled: CPU threads for llama.cpp (0 = all cores)."""
+    """bundled: CPU threads for llama.cpp (0 = physical cores minus one, at least one)."""
     timeout_s: float = Field(default=120.0, gt=0)
     """openai: seconds to wait for the server."""
 

@@ -8,13 +8,13 @@ natively (~80 tokens/s here, see benchmarks/bench_llm.py).
 from __future__ import annotations
 
 import importlib.resources
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from kbqa.config import LLMSettings
+from kbqa.embeddings.base import physical_cores
 from kbqa.errors import DependencyMissingError, LLMError
 from kbqa.llm.base import Message
 
@@ -57,7 +57,10 @@ class BundledLlamaCpp:
                     raise DependencyMissingError("llama-cpp-python", "the bundled LLM") from exc
                 if not self.path.is_file():
                     raise LLMError(f"llm.model {str(self.path)!r}: no such GGUF file")
-                threads = self.settings.threads or os.cpu_count() or 1
+                # One core left free: llama.cpp's threads spin-wait, and when another process (the
+                # embedder, a browser) takes a core they oversubscribe and decoding collapses —
+                # measured 15-68 tokens/s with 2 threads vs a steady 53 with 1 on a busy 2-core box.
+                threads = self.settings.threads or max(1, physical_cores() - 1)
                 try:
                     self._llm = Llama(
                         model_path=str(self.path),
