@@ -206,7 +206,7 @@ class AnswerChain:
             return f"{previous[-1]} {question}"
         return question
 
-    def extract(self, question: str, sources: Sequence[Source]) -> _Draft:
+    def extract(self, question: str, sources: Sequence[Source], min_ratio: float = 0.6) -> _Draft:
         """The sentences of the sources that best answer the question, each cited.
 
         A sentence scores by the idf-weighted share of the question's terms it contains,
@@ -241,7 +241,7 @@ class AnswerChain:
         best = float(score[order[0]])
         chosen: list[int] = []
         for i in order:
-            if len(chosen) >= self.settings.extractive_sentences or float(score[i]) < 0.6 * best:
+            if len(chosen) >= self.settings.extractive_sentences or float(score[i]) < min_ratio * best:
                 break
             if any(candidates[i][2] in candidates[j][2] or candidates[j][2] in candidates[i][2] for j in chosen):
                 continue
@@ -343,7 +343,7 @@ class AnswerChain:
 
     def _with_quotes(self, text: str, question: str, sources: Sequence[Source], language: str
                      ) -> tuple[str, list[int]]:
-        draft = self.extract(question, sources)
+        draft = self.extract(question, sources, min_ratio=0.85)  # only quotes nearly as good as the best
         have = _norm_text(_strip_markers(text))
         quotes = [q for q in _sentences(draft.text) if _norm_text(_strip_markers(q)) not in have]
         if not quotes:
