@@ -232,6 +232,7 @@ def ask(
     k: KOpt = None,
     min_score: ThresholdOpt = None,
     as_json: JsonOpt = False,
+    explain: Annotated[bool, typer.Option("--explain", help="With --json: add mode, model, cited, note.")] = False,
     stats: StatsOpt = False,
     config: ConfigOpt = None,
     home: HomeOpt = None,
@@ -251,7 +252,7 @@ def ask(
             else:
                 answer = _stream_answer(base.ask_stream(question, k=k, min_score=min_score), True)
     if as_json:
-        _print_json(answer.to_json())
+        _print_json(answer.to_json(extended=explain))
         return
     _print_answer_sources(answer)
     _print_footer(answer, stats)

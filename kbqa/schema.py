@@ -169,14 +169,15 @@ class Answer:
     tokens: int = 0
     """Tokens the LLM generated (0 if it was not called)."""
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def to_json(self, extended: bool = False) -> dict[str, Any]:
+        """The stable `kbqa ask --json` shape (DESIGN.md); `extended` adds how it was answered."""
+        data: dict[str, Any] = {
             "answer": self.text,
             "refused": self.refused,
             "sources": [s.to_json() for s in self.sources],
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
-            "mode": self.mode,
-            "model": self.model,
-            "cited": self.cited,
-            "standalone_question": self.standalone_question,
         }
+        if extended:
+            data.update(mode=self.mode, model=self.model, cited=self.cited, note=self.note,
+                        standalone_question=self.standalone_question, language=self.language, tokens=self.tokens)
+        return data

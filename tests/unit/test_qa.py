@@ -63,8 +63,10 @@ def test_answer_cites_the_source_it_came_from(kb: KnowledgeBase, fake: FakeChatM
 
 
 def test_json_shape_is_stable(kb: KnowledgeBase) -> None:
-    data = kb.ask("How do I start pump P-17?").to_json()
-    assert list(data)[:4] == ["answer", "refused", "sources", "timings_ms"]
+    ans = kb.ask("How do I start pump P-17?")
+    data = ans.to_json()
+    assert list(data) == ["answer", "refused", "sources", "timings_ms"]  # exactly DESIGN.md's shape
+    assert ans.to_json(extended=True)["mode"] == "generative" and ans.to_json(extended=True)["cited"] == [1]
     assert set(data["sources"][0]) == {"n", "file", "path", "page", "heading", "score", "text"}
     assert set(data["timings_ms"]) >= {"retrieve", "generate", "total"}
     json.dumps(data)
