@@ -155,7 +155,8 @@ class AnswerSettings(_Strict):
     models (the bundled one), whose own answers and markers are often wrong."""
     history_turns: int = Field(default=3, ge=0, le=50)
     """Previous question/answer pairs used to condense a follow-up into a standalone question."""
-    extractive_sentences: int = Field(default=3, ge=1, le=20)
+    extractive_sentences: int = Field(default=4, ge=1, le=20)
+    """Most source sentences in an extractive answer (tuned by benchmarks/sweep_extractive.py)."""
 
 
 class UISettings(_Strict):

@@ -206,7 +206,7 @@ class AnswerChain:
             return f"{previous[-1]} {question}"
         return question
 
-    def extract(self, question: str, sources: Sequence[Source], min_ratio: float = 0.6) -> _Draft:
+    def extract(self, question: str, sources: Sequence[Source], min_ratio: float | None = None) -> _Draft:
         """The sentences of the sources that best answer the question, each cited.
 
         A sentence scores by the idf-weighted share of the question's terms it contains,
@@ -241,7 +241,8 @@ class AnswerChain:
         best = float(score[order[0]])
         chosen: list[int] = []
         for i in order:
-            if len(chosen) >= self.settings.extractive_sentences or float(score[i]) < min_ratio * best:
+            ratio = EXTRACT_MIN_RATIO if min_ratio is None else min_ratio
+            if len(chosen) >= self.settings.extractive_sentences or float(score[i]) < ratio * best:
                 break
             if any(candidates[i][2] in candidates[j][2] or candidates[j][2] in candidates[i][2] for j in chosen):
                 continue
@@ -378,6 +379,9 @@ class AnswerChain:
 
 
 _LANG_NAME = {"zh": "Chinese", "en": "English"}
+# A sentence joins the extractive answer only if it scores at least this share of the best one
+# (benchmarks/sweep_extractive.py: 0.8 lifts citation precision at the same accuracy).
+EXTRACT_MIN_RATIO = 0.8
 
 
 def _ms(since: float) -> float:
