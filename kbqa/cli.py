@@ -320,6 +320,27 @@ def ui(
 
 
 @app.command()
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Address to bind (default api.host, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default api.port, 8000).")] = None,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Serve the REST API: knowledge bases, files, indexing jobs, search, ask (JSON or SSE) and an
+    OpenAI-compatible /v1/chat/completions (model = knowledge base). Schema at http://HOST:PORT/openapi.json.
+
+    A non-loopback --host needs api.token (env KBQA_API__TOKEN); clients send 'Authorization: Bearer <token>'.
+
+    Example: kbqa serve --port 8000
+    """
+    from kbqa.serve import serve as run_server
+
+    with _errors():
+        code = run_server(host, port, config, home)
+    raise typer.Exit(code)
+
+
+@app.command()
 def remove(
     file: Annotated[str, typer.Argument(help="File name inside the knowledge base (as `kbqa kb info` lists).")],
     kb: KbOpt = None,

@@ -172,6 +172,20 @@ class UISettings(_Strict):
     """UI text language; 'auto' follows the browser."""
 
 
+class APISettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    token: str = ""
+    """Bearer token every request must carry (`Authorization: Bearer …`); required whenever host is
+    not a loopback address. Env: KBQA_API__TOKEN."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Browser origins allowed to call the API (e.g. ['http://localhost:3000']); empty = CORS off."""
+    max_request_mb: float = Field(default=1024.0, gt=0)
+    """Largest upload request body; each file in it is also held to ui.max_upload_mb / ui.max_upload_files."""
+    jobs_kept: int = Field(default=200, ge=1)
+    """Finished indexing jobs remembered for polling (oldest forgotten first; jobs live in memory only)."""
+
+
 class Settings(_Strict):
     home: Path = Path(".")
     """Holds knowledge/<kb>/ and vector_store/<kb>/."""
@@ -184,6 +198,7 @@ class Settings(_Strict):
     llm: LLMSettings = LLMSettings()
     answer: AnswerSettings = AnswerSettings()
     ui: UISettings = UISettings()
+    api: APISettings = APISettings()
 
     @property
     def knowledge_dir(self) -> Path:

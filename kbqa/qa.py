@@ -305,7 +305,7 @@ class AnswerChain:
         if _DONT_KNOW.search(text) and len(text) < 400:
             return replace(base, text=_strip_markers(text), refused=True, mode="refused", sources=sources, cited=[],
                            note="the LLM found no answer in the retrieved sources")
-        guarded = self._guarded()
+        guarded = self.guarded()
         if guarded or not cited:
             # A small model's own markers are unreliable: every sentence is re-checked against
             # the sources and cited by the one it comes from; unsupported ones are dropped.
@@ -329,7 +329,7 @@ class AnswerChain:
                        note=f"the LLM's answer ({self.llm.name if self.llm else ''}) was not supported by the "
                             "sources; answered with the best-matching source sentences")
 
-    def _guarded(self) -> bool:
+    def guarded(self) -> bool:
         """Hold a small model's answer to its sources (`answer.small_model_guard`).
 
         Measured on the dev set, the bundled 135M model's own answers hold the asked-for facts

@@ -75,7 +75,7 @@ def extras(answer: Answer) -> dict[str, Any]:
 def rewrites_answers(kb: KnowledgeBase) -> bool:
     """Whether the answer chain rewrites the model's text (the small-model guard), so live text would be replaced."""
     chain = kb.answer_chain()
-    guarded = getattr(chain, "guarded", None) or getattr(chain, "_guarded", None)
+    guarded = getattr(chain, "guarded", None)
     return bool(guarded()) if callable(guarded) else False
 
 
