@@ -292,7 +292,7 @@ class VectorIndex:
         with fh:
             try:
                 return cls._read(fh, dimension, factory)
-            except (RuntimeError, MemoryError, ValueError, struct.error, UnicodeDecodeError):
+            except (RuntimeError, MemoryError, OverflowError, ValueError, struct.error, UnicodeDecodeError):
                 return None
 
     @classmethod
