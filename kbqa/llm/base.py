@@ -9,7 +9,7 @@ compose their own chains.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypedDict, runtime_checkable
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -46,6 +46,61 @@ class ChatBackend(Protocol):
                stop: Sequence[str] = ()) -> Iterator[str]:
         """Yield the reply's text pieces as they are generated. Raises `LLMError` on failure."""
         ...
+
+
+class StopFilter:
+    """Cuts a stream of text pieces at the first stop string, also one split across pieces.
+
+    Only the tail that could still be the start of a stop string is held back, so text flows
+    as it comes. `stopped` turns true once a stop string was seen; everything after it is dropped.
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.stopped = False
+        self._buf = ""
+
+    def push(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        if not self.stops:
+            return piece
+        self._buf += piece
+        hits = [i for i in (self._buf.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.stopped = True
+            out, self._buf = self._buf[: min(hits)], ""
+            return out
+        keep = self._partial_len()
+        out = self._buf[: len(self._buf) - keep]
+        self._buf = self._buf[len(self._buf) - keep:]
+        return out
+
+    def apply(self, pieces: Iterable[str]) -> Iterator[str]:
+        """The pieces, cut at the first stop string; stops reading `pieces` there."""
+        for piece in pieces:
+            out = self.push(piece)
+            if out:
+                yield out
+            if self.stopped:
+                return
+        tail = self.flush()
+        if tail:
+            yield tail
+
+    def flush(self) -> str:
+        out, self._buf = ("" if self.stopped else self._buf), ""
+        return out
+
+    def _partial_len(self) -> int:
+        """Length of the longest tail of the buffer that is a proper prefix of a stop string."""
+        best = 0
+        for stop in self.stops:
+            for k in range(min(len(stop) - 1, len(self._buf)), best, -1):
+                if self._buf.endswith(stop[:k]):
+                    best = k
+                    break
+        return best
 
 
 def complete(backend: ChatBackend, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0,

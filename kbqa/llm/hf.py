@@ -22,7 +22,7 @@ from typing import Any
 from kbqa.config import LLMSettings
 from kbqa.embeddings.base import resolve_device as _resolve_device
 from kbqa.errors import LLMError
-from kbqa.llm.base import Message
+from kbqa.llm.base import Message, StopFilter
 
 log = logging.getLogger(__name__)
 
@@ -30,49 +30,6 @@ MAX_CONTEXT = 32768
 """Cap on a window read from the model's config (GLM-4 says 128k; prompts that long are too slow here)."""
 DEFAULT_CONTEXT = 2048
 _WINDOW_KEYS = ("max_position_embeddings", "seq_length", "max_sequence_length", "n_positions", "max_seq_len")
-
-
-class StopFilter:
-    """Cuts a stream of text pieces at the first stop string, also one split across pieces.
-
-    Only the tail that could still be the start of a stop string is held back, so text flows
-    as it comes. `stopped` turns true once a stop string was seen; everything after it is dropped.
-    """
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self.stopped = False
-        self._buf = ""
-
-    def push(self, piece: str) -> str:
-        if self.stopped:
-            return ""
-        if not self.stops:
-            return piece
-        self._buf += piece
-        hits = [i for i in (self._buf.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            self.stopped = True
-            out, self._buf = self._buf[: min(hits)], ""
-            return out
-        keep = self._partial_len()
-        out = self._buf[: len(self._buf) - keep]
-        self._buf = self._buf[len(self._buf) - keep:]
-        return out
-
-    def flush(self) -> str:
-        out, self._buf = ("" if self.stopped else self._buf), ""
-        return out
-
-    def _partial_len(self) -> int:
-        """Length of the longest tail of the buffer that is a proper prefix of a stop string."""
-        best = 0
-        for stop in self.stops:
-            for k in range(min(len(stop) - 1, len(self._buf)), best, -1):
-                if self._buf.endswith(stop[:k]):
-                    best = k
-                    break
-        return best
 
 
 def read_model_config(model_dir: Path) -> dict[str, Any]:
@@ -291,17 +248,8 @@ class TransformersChatModel:
         use_stream_chat = hasattr(model, "stream_chat") and self._stream_chat_error is None
         pieces = (self._stream_chatglm(messages, max_tokens, temperature) if use_stream_chat
                   else self._stream_generate(messages, max_tokens, temperature))
-        stops = StopFilter(stop)
         try:
-            for piece in pieces:
-                out = stops.push(piece)
-                if out:
-                    yield out
-                if stops.stopped:
-                    return
-            tail = stops.flush()
-            if tail:
-                yield tail
+            yield from StopFilter(stop).apply(pieces)
         finally:
             pieces.close()  # stops generation when the caller or a stop string ends the stream early
 

@@ -16,8 +16,7 @@ from typing import Any
 
 from kbqa.config import LLMSettings
 from kbqa.errors import DependencyMissingError, LLMError
-from kbqa.llm.base import Message
-from kbqa.llm.hf import StopFilter
+from kbqa.llm.base import Message, StopFilter
 
 DEFAULT_CONTEXT = 4096
 """The window when llm.context_window is 0: the OpenAI API has no standard way to ask a server for it."""
@@ -103,22 +102,19 @@ class OpenAIChatModel:
         if stops.stops:
             request["stop"] = stops.stops[:MAX_STOPS]
         response = self._call(lambda: self.client.chat.completions.create(**request), "starting the reply")
-        try:
+        def texts() -> Iterator[str]:
             chunks = iter(response)
             while True:
                 chunk = self._call(lambda: next(chunks, None), "streaming the reply")
                 if chunk is None:
-                    break
+                    return
                 for choice in chunk.choices or ():
                     text = getattr(choice.delta, "content", None) if choice.index == 0 else None
-                    out = stops.push(text) if text else ""
-                    if out:
-                        yield out
-                if stops.stopped:
-                    return
-            tail = stops.flush()
-            if tail:
-                yield tail
+                    if text:
+                        yield text
+
+        try:
+            yield from stops.apply(texts())
         finally:
             close = getattr(response, "close", None)
             if close is not None:

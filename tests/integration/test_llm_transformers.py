@@ -22,8 +22,8 @@ from transformers import GlmConfig, GlmForCausalLM, PreTrainedTokenizerFast
 from kbqa.config import LLMSettings
 from kbqa.errors import LLMError
 from kbqa.llm import ChatBackend, as_langchain, complete, make_chat_model
-from kbqa.llm.base import Message
-from kbqa.llm.hf import StopFilter, TransformersChatModel, chatglm_query, is_chatglm, read_model_config
+from kbqa.llm.base import Message, StopFilter
+from kbqa.llm.hf import TransformersChatModel, chatglm_query, is_chatglm, read_model_config
 
 pytestmark = pytest.mark.integration
 
