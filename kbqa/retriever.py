@@ -73,7 +73,8 @@ class HybridRetriever:
         terms = self.tokenizer.query_terms(query)
         qvec = self.embeddings.encode_queries([query])[0] if s.mode != "keyword" else None
         dense_hits = self.store.dense_search(qvec, n) if qvec is not None else []
-        kw_hits = self.store.keyword_search(terms, n) if s.mode != "dense" else []
+        df = self.store.catalog.doc_freqs(terms)
+        kw_hits = self.store.catalog.keyword_search(terms, n, df) if s.mode != "dense" else []
         ids = list(dict.fromkeys([i for i, _ in dense_hits] + [i for i, _ in kw_hits]))
         if not ids:
             return []
@@ -83,7 +84,7 @@ class HybridRetriever:
         if missing and qvec is not None:
             for i, vec in self.store.vectors_of(missing).items():
                 cosine[i] = float(np.dot(vec, qvec))
-        idf = self._idf(terms)
+        idf = self._idf(terms, df)
         dense_rank = {i: r for r, (i, _) in enumerate(dense_hits)}
         kw_rank = {i: r for r, (i, _) in enumerate(kw_hits)}
         wd = s.dense_weight if s.mode != "keyword" else 0.0
@@ -126,9 +127,9 @@ class HybridRetriever:
         """Each term's idf in this store (how much finding it in a text says)."""
         return self._idf(terms)
 
-    def _idf(self, terms: Sequence[str]) -> dict[str, float]:
+    def _idf(self, terms: Sequence[str], df: dict[str, int] | None = None) -> dict[str, float]:
         total = max(1, self.store.count())
-        df = self.store.catalog.doc_freqs(terms)
+        df = self.store.catalog.doc_freqs(terms) if df is None else df
         # BM25's idf, floored at a small positive weight so very common terms still count a little.
         return {t: max(0.05, math.log(1 + (total - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5))) for t in terms}
 
