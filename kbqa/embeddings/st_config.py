@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kbqa.errors import EmbeddingError
+from kbqa.errors import EmbeddingError, KbqaError
 
 _LEGACY_POOLING = {
     "pooling_mode_cls_token": "cls",
@@ -52,14 +52,18 @@ class StModelInfo:
         return self.prompts.get("query", "")
 
 
-def _json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path, error: type[KbqaError] = EmbeddingError) -> dict[str, Any]:
+    """A model directory's JSON config as a dict: {} when absent or not an object; `error` when unreadable."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise EmbeddingError(f"{path}: cannot read model config: {exc}") from exc
+        raise error(f"{path}: cannot read the model's config ({exc})") from exc
     return data if isinstance(data, dict) else {}
+
+
+
 
 
 def _pooling_mode(cfg: dict[str, Any]) -> str:
@@ -97,18 +101,19 @@ def read_st_dir(path: str | Path) -> StModelInfo:
         if kind == "Transformer":
             transformer_dir = sub
         elif kind == "Pooling":
-            pooling_cfg = _json(sub / "config.json")
+            pooling_cfg = read_json_object(sub / "config.json")
         elif kind == "Normalize":
             continue
         else:
             extras.append(kind)
-            out = _json(sub / "config.json").get("out_features")
+            out = read_json_object(sub / "config.json").get("out_features")
             dense_out = int(out) if kind == "Dense" and isinstance(out, int) else dense_out
     if not (transformer_dir / "config.json").is_file():
         raise EmbeddingError(f"{root}: the transformer module has no config.json in {transformer_dir}")
-    hf_cfg = _json(transformer_dir / "config.json")
-    sbert = _json(transformer_dir / "sentence_bert_config.json") or _json(root / "sentence_bert_config.json")
-    st_cfg = _json(root / "config_sentence_transformers.json")
+    hf_cfg = read_json_object(transformer_dir / "config.json")
+    sbert = (read_json_object(transformer_dir / "sentence_bert_config.json")
+             or read_json_object(root / "sentence_bert_config.json"))
+    st_cfg = read_json_object(root / "config_sentence_transformers.json")
     pooling = _pooling_mode(pooling_cfg) if pooling_cfg else "mean"
     width = pooling_cfg.get("embedding_dimension") or pooling_cfg.get("word_embedding_dimension") \
         or hf_cfg.get("hidden_size") or hf_cfg.get("d_model")

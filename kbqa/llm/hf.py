@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import logging
 import threading
 from collections.abc import Generator, Iterator, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 
 from kbqa.config import LLMSettings
 from kbqa.embeddings.base import resolve_device as _resolve_device
+from kbqa.embeddings.st_config import read_json_object
 from kbqa.errors import LLMError
 from kbqa.llm.base import Message, StopFilter
 
@@ -34,14 +34,7 @@ _WINDOW_KEYS = ("max_position_embeddings", "seq_length", "max_sequence_length", 
 
 def read_model_config(model_dir: Path) -> dict[str, Any]:
     """The directory's config.json as a dict ({} if it has none)."""
-    path = model_dir / "config.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise LLMError(f"{path}: cannot read the model's config ({exc})") from exc
-    return data if isinstance(data, dict) else {}
+    return read_json_object(model_dir / "config.json", LLMError)
 
 
 def is_chatglm(config: dict[str, Any]) -> bool:
