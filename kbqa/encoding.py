@@ -146,11 +146,41 @@ def _utf8_replacing(data: bytes) -> tuple[str, int]:
     return re.sub("[\udc80-\udcff]+", _sub, text), bad
 
 
+def _decode_mixed_lines(data: bytes) -> tuple[str, str, list[str]] | None:
+    """Decode line by line a file that several editors appended to: some lines UTF-8, others GBK or
+    Windows-1252 (a log or a notes file). None unless at least two lines are non-ASCII UTF-8 and
+    other lines are not; and a file that is all GB18030 Chinese is left to the whole-file decoders.
+    """
+    lines = data.splitlines(keepends=True)
+    utf8_lines = sum(1 for line in lines if not line.isascii() and _try(line, ("utf-8",)))
+    if utf8_lines < 2 or utf8_lines == sum(1 for line in lines if not line.isascii()):
+        return None
+    whole_gb = _try(data, ("gb18030",))
+    if whole_gb and _looks_chinese(whole_gb[0]):
+        return None
+    out: list[str] = []
+    used: dict[str, int] = {}
+    for line in lines:
+        if line.isascii():
+            out.append(line.decode("ascii"))
+            continue
+        decoded = _try(line, ("utf-8",))
+        if decoded is None:
+            gb = _try(line, ("gb18030",))
+            decoded = gb if gb and _looks_chinese(gb[0]) else _try(line, ("cp1252", "latin-1"))
+        assert decoded is not None  # latin-1 decodes any bytes
+        out.append(decoded[0])
+        used[decoded[1]] = used.get(decoded[1], 0) + 1
+    summary = ", ".join(f"{codec} ({n} line{'s' if n != 1 else ''})" for codec, n in used.items())
+    return "".join(out), "mixed", [f"mixed encodings, decoded line by line: {summary}"]
+
+
 def decode_bytes(data: bytes, name: str) -> tuple[str, str, list[str]]:
     """Decode a text file's bytes; return (text, encoding used, warnings).
 
     Order: BOM → UTF-16 without BOM if there are NUL bytes (else: binary) → refuse
-    control-heavy data → strict UTF-8 → UTF-8 with a few bad bytes → chardet guess
+    control-heavy data → strict UTF-8 → UTF-8 with a few bad bytes → line by line when some
+    lines are UTF-8 and others are not (mixed encodings) → chardet guess
     (GB2312/GBK read as GB18030, Big5 as cp950) → GB18030 → a low-confidence chardet
     guess → UTF-8 with replacement (the warning counts the bad bytes).
     Raises LoaderError for an empty file and for binary data.
@@ -176,6 +206,9 @@ def decode_bytes(data: bytes, name: str) -> tuple[str, str, list[str]]:
     if _mostly_utf8(data):
         text, bad = _utf8_replacing(data)
         return text, "utf-8", [f"{bad} undecodable byte{'s' if bad != 1 else ''} replaced"]
+    mixed = _decode_mixed_lines(data)
+    if mixed is not None:
+        return mixed
     guess = chardet.detect(data[:_SAMPLE])
     family = (guess.get("encoding") or "").lower()
     confidence = float(guess.get("confidence") or 0.0)

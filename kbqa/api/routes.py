@@ -107,14 +107,18 @@ def kb_router(state: ServerState) -> APIRouter:
                     "indexing job starts: poll it at /api/jobs/{id}.",
         responses={413: {"model": ErrorOut, "description": "Every file was over the size limit."}},
     )
-    def upload(kb: KbPath, files: Annotated[list[UploadFile], File(description="The files to add.")],
+    def upload(kb: KbPath,
+               # `| str`: a part sent without a file name arrives as text; it is rejected on its own
+               # ("no usable file name") instead of failing the whole request with a 422.
+               files: Annotated[list[UploadFile | str], File(description="The files to add.")],
                index: Annotated[bool, Query(description="Start an indexing job for them.")] = True
                ) -> JSONResponse:
         reg.require(kb)
         ui = state.settings.ui
         limits = UploadLimits.from_mb(ui.max_upload_mb, ui.max_upload_files)
         target = state.settings.knowledge_dir / kb
-        report = save_uploads(((f.filename or "", f.file) for f in files), target, state.resources.supports, limits)
+        parts = (("", f.encode()) if isinstance(f, str) else (f.filename or "", f.file) for f in files)
+        report = save_uploads(parts, target, state.resources.supports, limits)
         results = [_upload_json(r) for r in report.results]
         if not report.saved:
             reasons = "; ".join(f"{r.name}: {r.reason}" for r in report.rejected[:5]) or "no files were sent"

@@ -16,6 +16,7 @@ from pathlib import Path
 from kbqa.config import LoaderSettings
 from kbqa.errors import LoaderError, UnsupportedFileError
 from kbqa.loaders.ocr import OcrEngine
+from kbqa.loaders.zipcheck import check_office_zip
 from kbqa.schema import LoadedFile
 
 __all__ = ["SUPPORTED_SUFFIXES", "Loaders"]
@@ -27,6 +28,7 @@ class _Spec:
     function: str
     text_like: bool  # subject to `max_text_mb`
     ocr: bool = False  # the loader takes the OCR engine
+    zipped: bool = False  # an Office zip archive: checked for zip bombs before parsing
 
 
 _TEXT = _Spec("text", "load_text", True)
@@ -41,13 +43,13 @@ _REGISTRY: dict[str, _Spec] = {
     ".rst": _TEXT,
     ".md": _MARKDOWN,
     ".markdown": _MARKDOWN,
-    ".docx": _Spec("office", "load_docx", False),
-    ".pptx": _Spec("office", "load_pptx", False),
+    ".docx": _Spec("office", "load_docx", False, zipped=True),
+    ".pptx": _Spec("office", "load_pptx", False, zipped=True),
     ".html": _HTML,
     ".htm": _HTML,
     ".csv": _CSV,
     ".tsv": _CSV,
-    ".xlsx": _Spec("tabular", "load_xlsx", False),
+    ".xlsx": _Spec("tabular", "load_xlsx", False, zipped=True),
     ".json": _Spec("json", "load_json", True),
     ".jsonl": _Spec("json", "load_jsonl", True),
 }
@@ -87,6 +89,8 @@ class Loaders:
         path = Path(path)
         spec = self._spec(path)
         self._check_size(path, spec)
+        if spec.zipped:
+            check_office_zip(path, self.settings.max_file_mb)
         function = getattr(importlib.import_module(f"kbqa.loaders.{spec.module}"), spec.function)
         try:
             if spec.ocr:

@@ -567,3 +567,13 @@ def test_chat_completion_stream_holds_back_a_small_models_text(api_settings_: Se
                                   ).text)
         text = "".join(d["choices"][0]["delta"].get("content") or "" for _, d in events[:-1] if d["choices"])
         assert text == final["choices"][0]["message"]["content"] and "Wrong words" not in text
+
+
+def test_upload_part_without_a_file_name_is_rejected_alone(client: TestClient) -> None:
+    """A part with filename="" arrives as text, not a file: it is refused on its own, not with a 422 for all."""
+    assert client.post("/api/kbs", json={"name": "kb"}).status_code == 201
+    r = _upload(client, "kb", {"": b"nameless", "pumps.txt": DOCS["pumps.txt"]}, index="false")
+    assert r.status_code == 200, r.text
+    results = {u["name"]: u for u in r.json()["uploads"]}
+    assert results[""]["status"] == "rejected" and results[""]["reason"] == "no usable file name"
+    assert results["pumps.txt"]["status"] == "saved"
