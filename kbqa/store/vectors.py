@@ -102,10 +102,17 @@ def training_size(inner: Any) -> int:
 class VectorIndex:
     """Dense vectors keyed by chunk int id. Not thread-safe for writes (one writer)."""
 
-    def __init__(self, dimension: int, factory: str = "Flat") -> None:
+    writes_through = False  # the `VectorBackend` face: saved whole by `persist`, at flush
+
+    def __init__(self, dimension: int, factory: str = "Flat", path: Path | None = None) -> None:
         self.dimension = dimension
         self.factory = factory
+        self.path = path  # where `persist` saves (the `VectorBackend` face); `save` takes any path
         self.generation = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every vector: a fresh, empty index of the same kind."""
         self._inner = self._new_inner()
         self._buffer: Any = None  # IndexIDMap2(IndexFlatIP) while the inner index waits for training
         self._dead: set[int] = set()  # internal positions of removed entries (indexes that cannot delete)
@@ -282,6 +289,20 @@ class VectorIndex:
         os.replace(tmp, path)
         self.generation = generation
 
+    def persist(self, generation: int) -> None:
+        if self.path is None:
+            raise ValueError("VectorIndex.persist needs the index's path")
+        self.save(self.path, generation)
+
+    def drop(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+        self.reset()
+        self.generation = 0
+
+    def close(self) -> None:
+        """Nothing to release: the index lives in this process's memory."""
+
     @classmethod
     def load(cls, path: Path, dimension: int, factory: str) -> VectorIndex | None:
         """The saved index, or None if missing, unreadable or built otherwise (the caller rebuilds)."""
@@ -291,7 +312,10 @@ class VectorIndex:
             return None
         with fh:
             try:
-                return cls._read(fh, dimension, factory)
+                out = cls._read(fh, dimension, factory)
+                if out is not None:
+                    out.path = path
+                return out
             except (RuntimeError, MemoryError, OverflowError, ValueError, struct.error, UnicodeDecodeError):
                 return None
 

@@ -63,3 +63,25 @@ def test_user_errors_are_one_line_not_tracebacks(tmp_path: Path) -> None:
     assert "no knowledge base 'missing'" in res.stderr and "Traceback" not in res.stderr
     res = runner.invoke(cli.app, ["index", str(tmp_path / "nowhere"), "--home", str(tmp_path)])
     assert res.exit_code == 2 and "no such file or folder" in res.stderr
+
+
+def test_migrate_moves_vectors_between_backends_and_back(tmp_path: Path) -> None:
+    pytest.importorskip("pymilvus", reason="pymilvus is not installed")
+    pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
+    home = tmp_path / "home"
+    runner.invoke(cli.app, ["index", str(_src(tmp_path)), "--kb", "m", "--home", str(home), "--json"])
+    query = ["search", "which way does valve V3 open", "--kb", "m", "--home", str(home), "--json"]
+    before = json.loads(runner.invoke(cli.app, query).stdout)["sources"]
+    res = runner.invoke(cli.app, ["migrate", "--kb", "m", "--to", "milvus-lite", "--home", str(home), "--json"])
+    assert res.exit_code == 0, res.output
+    moved = json.loads(res.stdout)
+    assert moved["from"] == "faiss" and moved["to"] == "milvus-lite://vectors.milvus.db" and moved["vectors"] >= 2
+    assert not (home / "vector_store/m/vectors.faiss").exists()
+    assert json.loads(runner.invoke(cli.app, query).stdout)["sources"] == before
+    info = json.loads(runner.invoke(cli.app, ["kb", "info", "m", "--home", str(home), "--json"]).stdout)
+    assert info["vectors"] == "milvus-lite://vectors.milvus.db"
+    res = runner.invoke(cli.app, ["migrate", "--kb", "m", "--to", "faiss", "--home", str(home)])
+    assert res.exit_code == 0 and "moved from milvus-lite://vectors.milvus.db to faiss" in res.stdout
+    assert json.loads(runner.invoke(cli.app, query).stdout)["sources"] == before
+    res = runner.invoke(cli.app, ["migrate", "--kb", "m", "--to", "ftp://nowhere", "--home", str(home)])
+    assert res.exit_code == 2 and "not a vector store URI" in res.stderr
