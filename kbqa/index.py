@@ -2,10 +2,13 @@
 
 One pass: scan the folder, hash every file, and compare with the catalog:
 unchanged files cost a stat + sha256 and nothing else; new or changed files are
-loaded and split on a background thread while the main thread embeds and commits
-them in waves (one SQLite transaction per wave). Files gone from the folder are
-removed from both indexes. A kill at any moment leaves the last committed wave; a
-rerun skips what was committed and finishes the rest.
+loaded and split ahead of the encoder (in a background thread, or in a pool of
+parser processes: `loaders.workers`, see `auto_workers`) while the main thread, the
+only writer, embeds and commits them in waves (one SQLite transaction per wave).
+Files gone from the folder are removed from both indexes. A kill -9 at any moment
+leaves the last committed wave (the FAISS file, derived, is rebuilt from the catalog
+when older); a rerun skips what was committed and finishes the rest, and parser
+processes exit when their indexer dies (tests/reliability/test_kill_points.py).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -45,9 +48,42 @@ ENCODE_CHUNKS = 256
 """Chunks handed to the encoder at once: starts encoding before a whole wave is parsed."""
 MIN_FILES_FOR_PROCESSES = 4
 """Below this many files to parse, starting worker processes costs more than it saves."""
+HEAVY_SUFFIXES = frozenset({".pdf", ".docx", ".pptx", ".xlsx"})
+"""Formats whose parsing (PDF text layers, OCR, Office XML) is slow enough to pay for a process."""
+MIN_HEAVY_FOR_AUTO = 8
+"""`loaders.workers: auto` starts the pool only when at least this many such files are to be parsed."""
+MIN_CPUS_FOR_AUTO = 4
+"""... and only with at least this many usable cores (on 2 the pool measured slower: see `auto_workers`)."""
 
 ProgressFn = Callable[[int, int, FileResult], None]
 """Called after each file with (files done, files total, that file's result)."""
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_workers(paths: list[Path], cpus: int | None = None) -> int:
+    """How many parser processes `loaders.workers: auto` uses for these files (0 = one thread).
+
+    A process pays off only where parsing is heavy (PDF, OCR, Office) *and* there are cores
+    to spare beside the encoder, which keeps the cores busy while the thread parses. On 2
+    cores (benchmarks/bench_ingest.py, results/ingest.json) parsing alone was no faster in
+    processes: one-page PDFs 0.74-1.1x, small text files 0.34-0.71x, OCR 0.39x of the thread:
+    starting workers (each loading jieba / the OCR model) and shipping results cost more than
+    the GIL saves; 2,000-file builds with the default encoder were no faster either (one
+    worker 0.67-0.84x; two 0.78-1.3x, within the noise of a shared machine). So below 4
+    cores `auto` keeps the thread; with more, half the cores parse (one process per 8 heavy
+    files, at most 8): reasoned, not measured here.
+    """
+    cpus = usable_cpus() if cpus is None else cpus
+    heavy = sum(p.suffix.lower() in HEAVY_SUFFIXES for p in paths)
+    if cpus < MIN_CPUS_FOR_AUTO or heavy < MIN_HEAVY_FOR_AUTO:
+        return 0
+    return min(cpus // 2, heavy // MIN_HEAVY_FOR_AUTO, 8)
 
 
 def sha256_file(path: Path) -> str:
@@ -58,8 +94,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def scan_folder(root: Path) -> Iterator[Path]:
-    """Every regular file under root, sorted, skipping hidden/system files and symlinked dirs."""
+def scan_folder(root: Path, skipped: list[tuple[Path, str]] | None = None) -> Iterator[Path]:
+    """Every regular file under root, sorted, skipping hidden/system files and symlinked dirs.
+
+    Entries that are not regular files (links leading nowhere or in a loop, pipes, sockets,
+    devices) are never opened; with `skipped` given, each is appended there with the reason.
+    """
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
@@ -68,6 +108,36 @@ def scan_folder(root: Path) -> Iterator[Path]:
             path = Path(dirpath) / name
             if path.is_file():
                 yield path
+            elif skipped is not None:
+                skipped.append((path, _not_a_file_reason(path)))
+
+
+def _not_a_file_reason(path: Path) -> str:
+    if path.is_symlink():
+        return "a symbolic link that leads nowhere (broken, or a loop); not followed"
+    return "not a regular file (a pipe, socket or device); not opened"
+
+
+def _utf8_name(name: str) -> bool:
+    """False for a name holding bytes that are not UTF-8 (os.fsdecode turned them into lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_name(name: str) -> str:
+    """A file name as text that can always be printed and stored (undecodable bytes become U+FFFD)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def unusable_entries(root: Path, skipped: list[tuple[Path, str]], names: Iterable[str]) -> list[FileResult]:
+    """Failed results for what a folder scan cannot index: non-files, and names that are not UTF-8."""
+    out = [FileResult(shown_name(p.relative_to(root).as_posix()), "failed", reason=why) for p, why in skipped]
+    out += [FileResult(shown_name(n), "failed", reason="the file name is not valid UTF-8 (written in another "
+                       "encoding); rename the file to index it") for n in names if not _utf8_name(n)]
+    return out
 
 
 def embed_text(heading: str, text: str) -> str:
@@ -103,7 +173,26 @@ _WORKER_TOOLS: list[_Tools] = []
 
 
 def _init_worker(loader_settings: LoaderSettings, splitter_settings: SplitterSettings) -> None:
+    _exit_with_parent()
     _WORKER_TOOLS[:] = [_Tools(Loaders(loader_settings), ChineseRecursiveSplitter(splitter_settings), Tokenizer())]
+
+
+def _exit_with_parent() -> None:
+    """End this worker as soon as the indexing process is gone.
+
+    A pool worker blocks reading its job queue, whose pipe it holds both ends of, so it
+    never sees EOF: after a kill -9 of the indexer it would wait forever (holding the OCR
+    model's memory and the terminal's stdout). The parent sentinel does signal the death.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="kbqa-parent-watch", daemon=True).start()
 
 
 def _prepare_in_worker(job: _Job) -> _Prepared:
@@ -153,7 +242,7 @@ class Indexer:
         embeddings: KbqaEmbeddings,
         tokenizer: Tokenizer,
         split_key: str,
-        parse_workers: int = 0,
+        parse_workers: int | str = 0,
         parse_settings: tuple[LoaderSettings, SplitterSettings] | None = None,
     ) -> None:
         self.store = store
@@ -176,8 +265,12 @@ class Indexer:
         started = time.perf_counter()
         report = IngestReport()
         known = self.store.files()
-        paths = list(scan_folder(root)) if root.is_dir() else []
+        skipped: list[tuple[Path, str]] = []
+        paths = list(scan_folder(root, skipped)) if root.is_dir() else []
         names = {p.relative_to(root).as_posix(): p for p in paths}
+        # SQLite, JSON and terminals need UTF-8 names: report the others instead of failing the run.
+        report.files.extend(unusable_entries(root, skipped, names))
+        names = {n: p for n, p in names.items() if _utf8_name(n)}
         removed = sorted(set(known) - set(names))
         todo: list[tuple[str, Path, FileRecord]] = []
         total = len(names)
@@ -228,12 +321,21 @@ class Indexer:
                             for name, path, record in todo]
         if not jobs:
             return
-        if self.parse_settings is not None and self.parse_workers > 0 and len(jobs) >= MIN_FILES_FOR_PROCESSES:
-            yield from self._prepare_in_processes(jobs)
+        workers = self.workers_for(todo)
+        if workers > 0:
+            yield from self._prepare_in_processes(jobs, workers)
         else:
             yield from self._prepare_in_thread(jobs)
 
-    def _prepare_in_processes(self, jobs: list[_Job]) -> Iterator[_Prepared]:
+    def workers_for(self, todo: list[tuple[str, Path, FileRecord]]) -> int:
+        """Parser processes a parse of `todo` gets: `parse_workers`, or the `auto` rule; 0 = a thread."""
+        if self.parse_settings is None or len(todo) < MIN_FILES_FOR_PROCESSES:
+            return 0
+        if self.parse_workers == "auto":
+            return auto_workers([path for _, path, _ in todo])
+        return int(self.parse_workers)
+
+    def _prepare_in_processes(self, jobs: list[_Job], workers: int) -> Iterator[_Prepared]:
         """Parse in `spawn`ed workers (never fork a process whose torch/onnx threads hold locks).
 
         A spawned worker re-imports the caller's main module; a script without an
@@ -244,13 +346,13 @@ class Indexer:
         ctx = multiprocessing.get_context("spawn")
         done = 0
         try:
-            with ProcessPoolExecutor(self.parse_workers, mp_context=ctx, initializer=_init_worker,
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                      initargs=self.parse_settings) as pool:
                 pending: deque[Future[_Prepared]] = deque()
                 try:
                     for job in jobs:
                         pending.append(pool.submit(_prepare_in_worker, job))
-                        if len(pending) >= 2 * self.parse_workers + 2:  # bounded read-ahead
+                        if len(pending) >= 2 * workers + 2:  # bounded read-ahead
                             yield pending.popleft().result()
                             done += 1
                     while pending:

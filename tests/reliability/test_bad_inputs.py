@@ -412,11 +412,9 @@ def _wait(call: Any, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
         time.sleep(0.05)
 
 
-# -- known bugs outside this suite's files: strict xfail, so the fix makes them fail until the marker goes
+# -- bugs this suite found outside its own files (fixed)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="KnowledgeBase.add: Path.resolve() raises RuntimeError on a symlink loop (kbqa/kb.py)")
 def test_add_of_a_symlink_loop_is_reported(corpus: Corpus) -> None:
     with KnowledgeBase.create("kb", fake_settings(corpus.home("loop-home")), embeddings=FakeEmbeddings()) as kb:
         for name in sorted(bc.LOOPS):
@@ -424,8 +422,6 @@ def test_add_of_a_symlink_loop_is_reported(corpus: Corpus) -> None:
                 kb.add(corpus.src / name)
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="a file name that is not valid UTF-8 stops the whole index (kbqa/index.py, store)")
 def test_file_name_that_is_not_utf8_is_reported(tmp_path: Path) -> None:
     src = tmp_path / "src"
     bc.build_folder_minimal(src)

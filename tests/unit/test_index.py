@@ -214,3 +214,16 @@ def test_langchain_retriever_and_vectors_are_normalised(settings: Settings, fake
     for _, vecs in kb.store.catalog.iter_vectors():
         assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
     shutil.rmtree(tmp_path / "src")
+
+
+def test_auto_workers_starts_processes_only_for_heavy_batches_with_cores_to_spare() -> None:
+    from kbqa.index import MIN_HEAVY_FOR_AUTO, auto_workers
+
+    pdfs = [Path(f"p{i}.PDF") for i in range(MIN_HEAVY_FOR_AUTO)]
+    texts = [Path(f"t{i}.md") for i in range(500)]
+    assert auto_workers(texts, cpus=16) == 0  # small text files: a thread beats shipping results between processes
+    assert auto_workers(pdfs[:-1] + texts, cpus=16) == 0  # too few heavy files to pay for starting a process
+    assert auto_workers(pdfs * 100, cpus=2) == 0  # 2 cores: the encoder keeps both busy, the pool measured slower
+    assert auto_workers(pdfs + texts, cpus=4) == 1
+    assert auto_workers(pdfs * 100, cpus=6) == 3  # half the cores stay with the encoder
+    assert auto_workers(pdfs * 100, cpus=64) == 8
