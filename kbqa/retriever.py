@@ -5,7 +5,8 @@ then scored on both signals, so a chunk found by only one index still gets an ho
 value on the other:
 
 - dense relevance: cosine mapped linearly from the model's typical [floor, ceiling]
-  range onto [0, 1];
+  range onto [0, 1] (`retrieval.dense_floor/ceiling`; `auto` = the embedding model's
+  `dense_range`);
 - keyword relevance: the idf-weighted share of the query's terms the chunk contains.
 
 The shown score is their weighted mean (a convex combination: unlike RRF it is an
@@ -28,6 +29,7 @@ from langchain_core.retrievers import BaseRetriever
 
 from kbqa.config import RetrievalSettings
 from kbqa.embeddings import KbqaEmbeddings
+from kbqa.embeddings.base import model_dense_range
 from kbqa.schema import Source
 from kbqa.store import ChunkStore
 from kbqa.tokenize import Tokenizer
@@ -57,8 +59,12 @@ class HybridRetriever:
         self.tokenizer = tokenizer
         self.settings = settings
 
-    def _dense_relevance(self, cosine: float) -> float:
-        lo, hi = self.settings.dense_floor, self.settings.dense_ceiling
+    def dense_bounds(self) -> tuple[float, float]:
+        """The cosine band mapped onto 0–1: `retrieval.dense_floor/ceiling`, or the model's own."""
+        return self.settings.dense_bounds(model_dense_range(self.embeddings))
+
+    def _dense_relevance(self, cosine: float, bounds: tuple[float, float] | None = None) -> float:
+        lo, hi = bounds or self.dense_bounds()
         return min(1.0, max(0.0, (cosine - lo) / (hi - lo)))
 
     def search(self, query: str, k: int | None = None, min_score: float | None = None) -> list[Source]:
@@ -87,13 +93,14 @@ class HybridRetriever:
         idf = self._idf(terms, df)
         dense_rank = {i: r for r, (i, _) in enumerate(dense_hits)}
         kw_rank = {i: r for r, (i, _) in enumerate(kw_hits)}
+        bounds = self.dense_bounds()
         wd = s.dense_weight if s.mode != "keyword" else 0.0
         wk = s.keyword_weight if s.mode != "dense" else 0.0
         candidates = []
         for i in ids:
             if i not in rows:
                 continue
-            dense = self._dense_relevance(cosine.get(i, 0.0))
+            dense = self._dense_relevance(cosine.get(i, 0.0), bounds)
             keyword = _coverage(idf, set(rows[i].terms.split()))
             score = (wd * dense + wk * keyword) / ((wd + wk) or 1.0)
             rrf = sum(

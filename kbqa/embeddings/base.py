@@ -40,6 +40,10 @@ class KbqaEmbeddings(Embeddings, ABC):
     """Prefix put in front of queries (not documents) by `encode_queries`/`embed_query`;
     asymmetric models such as bge or e5 ship one."""
     batch_size: int = 64
+    dense_range: tuple[float, float] = (0.1, 0.7)
+    """The model's typical cosine band (unrelated → clearly relevant): the retriever maps it onto 0–1
+    unless `retrieval.dense_floor`/`dense_ceiling` say otherwise. e5-style models score every pair of
+    texts high and override it."""
 
     @property
     @abstractmethod
@@ -89,6 +93,15 @@ class KbqaEmbeddings(Embeddings, ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model_id={self.model_id!r})"
+
+
+def model_dense_range(embeddings: object) -> tuple[float, float]:
+    """`dense_range` of a model, looking through wrappers that keep the real model in `.inner`."""
+    seen = 0
+    while hasattr(embeddings, "inner") and seen < 8:
+        embeddings, seen = embeddings.inner, seen + 1
+    lo, hi = getattr(embeddings, "dense_range", KbqaEmbeddings.dense_range)
+    return float(lo), float(hi)
 
 
 class LazyModel:
