@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -276,17 +277,22 @@ class VectorIndex:
         spec = _build_key(self.factory).encode()
         dead = np.fromiter(sorted(self._dead), dtype=np.int64)
         state = _STATE_BUFFER if self._buffer is not None else _STATE_INDEX
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(_HEADER.pack(_MAGIC, generation, state, len(dead), len(spec)))
-            fh.write(spec)
-            fh.write(dead.tobytes())
-            writer = faiss.PyCallbackIOWriter(fh.write)
-            faiss.write_index(self._buffer if self._buffer is not None else self.index, writer)
-            del writer
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        # A temp name of its own: a reader that rebuilt a stale index may save while the writer does.
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(_HEADER.pack(_MAGIC, generation, state, len(dead), len(spec)))
+                fh.write(spec)
+                fh.write(dead.tobytes())
+                writer = faiss.PyCallbackIOWriter(fh.write)
+                faiss.write_index(self._buffer if self._buffer is not None else self.index, writer)
+                del writer
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         self.generation = generation
 
     def persist(self, generation: int) -> None:

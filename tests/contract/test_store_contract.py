@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -125,6 +126,9 @@ def test_stale_vectors_are_resynced_from_the_catalog(open_store: OpenStore) -> N
     assert again.count() == 6
     hits = again.dense_search(b.vectors[2], 10)  # type: ignore[index]
     assert hits[0][0] == b.chunks[2].int_id and {i for i, _ in hits} == set(ids_of(b))
+    # The manifest, as stale as the vectors after the crash, is rewritten with them.
+    manifest = json.loads((again.directory / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["generation"] == again.catalog.generation and set(manifest["files"]) == {"b.txt"}
 
 
 def test_fingerprint_mismatch_names_the_rebuild(open_store: OpenStore) -> None:
