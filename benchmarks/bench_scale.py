@@ -172,11 +172,14 @@ class _NoVectors:
     """Stands in for the FAISS index while the catalog is built (that part is timed per index type)."""
 
     generation = 0
+    writes_through = False
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
     def remove(self, ids: list[int]) -> None: ...
-    def save(self, path: Path, generation: int) -> None:
+    def persist(self, generation: int) -> None:
         self.generation = generation
+
+    def close(self) -> None: ...
 
 
 class Precomputed(KbqaEmbeddings):
