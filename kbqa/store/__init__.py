@@ -14,8 +14,6 @@ and `migrate_vectors` (`kbqa migrate`) moves an existing one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +22,14 @@ from typing import Any
 import numpy as np
 
 from kbqa.errors import IndexCorruptError, IndexMismatchError
-from kbqa.store.backends import VectorBackend, VectorLocation, collection_name, parse_vector_uri, strip_credentials
+from kbqa.store.backends import (
+    VectorBackend,
+    VectorLocation,
+    atomic_write,
+    collection_name,
+    parse_vector_uri,
+    strip_credentials,
+)
 from kbqa.store.catalog import Catalog, ChunkRow, FileRecord, FileWrite
 from kbqa.store.vectors import VectorIndex
 
@@ -48,17 +53,9 @@ __all__ = [
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file of its own (two processes may write at once) and swap it in."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON all or nothing (see `atomic_write`)."""
+    with atomic_write(path, "w") as fh:
+        json.dump(data, fh, ensure_ascii=False, indent=1)
 
 
 def recorded_vectors(directory: Path) -> str | None:

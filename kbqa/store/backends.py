@@ -21,15 +21,19 @@ A location is written as a URI (`store.uri`, `kbqa migrate --to`):
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import IO, Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from kbqa.errors import ConfigError
+from kbqa.errors import ConfigError, IndexCorruptError
 
 Kind = Literal["faiss", "milvus-lite", "milvus"]
 DEFAULT_LITE_DIR = "vectors.milvus.db"
@@ -149,3 +153,30 @@ def collection_name(kb_name: str, store_id: str = "") -> str:
         safe += "_" + hashlib.sha256(kb_name.encode()).hexdigest()[:8]
     suffix = f"_{store_id[:12]}" if store_id else ""
     return f"kbqa_{safe[: 200]}{suffix}"
+
+
+def checked_vectors(ids: np.ndarray, vectors: np.ndarray, dimension: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 ids, contiguous float32 vectors) for a backend's `add`; wrong dimensions are refused."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dimension:
+        raise IndexCorruptError(f"vector dimension {vectors.shape[-1]} != index dimension {dimension}")
+    return np.ascontiguousarray(ids, dtype=np.int64), vectors
+
+
+@contextmanager
+def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Write `path` all or nothing: a temp file beside it, fsync, then `os.replace`.
+
+    The temp name is unique because two processes may write the same file at once (a reader
+    that rebuilt a stale index saves it while the writer does); a failed write leaves no temp.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from kbqa.errors import DependencyMissingError, IndexCorruptError, VectorStoreError
-from kbqa.store.backends import VectorLocation
+from kbqa.store.backends import VectorLocation, checked_vectors
 
 GENERATION_KEY = "kbqa.generation"
 STORE_ID_KEY = "kbqa.store_id"
@@ -179,10 +179,7 @@ class MilvusVectors:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
-            raise IndexCorruptError(f"vector dimension {vectors.shape[-1]} != index dimension {self.dimension}")
-        ids = np.asarray(ids, dtype=np.int64)
+        ids, vectors = checked_vectors(ids, vectors, self.dimension)
         step = max(1, BATCH_BYTES // (4 * self.dimension))
         for start in range(0, len(ids), step):
             part_ids, part = ids[start : start + step].tolist(), vectors[start : start + step].tolist()

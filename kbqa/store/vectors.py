@@ -29,15 +29,14 @@ a temp file (no second in-memory copy) and swaps it in with `os.replace`.
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from kbqa.errors import ConfigError, IndexCorruptError
+from kbqa.errors import ConfigError
+from kbqa.store.backends import atomic_write, checked_vectors
 
 _MAGIC_V1 = b"KBQAFAIS"  # v1: magic, generation, then the faiss index (written by Flat-only versions)
 _HEADER_V1 = struct.Struct("<8sQ")
@@ -184,10 +183,7 @@ class VectorIndex:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
-            raise IndexCorruptError(f"vector dimension {vectors.shape[-1]} != index dimension {self.dimension}")
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        ids, vectors = checked_vectors(ids, vectors, self.dimension)
         if self._buffer is None:
             self.index.add_with_ids(vectors, ids)
             self._skip = None
@@ -277,22 +273,13 @@ class VectorIndex:
         spec = _build_key(self.factory).encode()
         dead = np.fromiter(sorted(self._dead), dtype=np.int64)
         state = _STATE_BUFFER if self._buffer is not None else _STATE_INDEX
-        # A temp name of its own: a reader that rebuilt a stale index may save while the writer does.
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(_HEADER.pack(_MAGIC, generation, state, len(dead), len(spec)))
-                fh.write(spec)
-                fh.write(dead.tobytes())
-                writer = faiss.PyCallbackIOWriter(fh.write)
-                faiss.write_index(self._buffer if self._buffer is not None else self.index, writer)
-                del writer
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as fh:
+            fh.write(_HEADER.pack(_MAGIC, generation, state, len(dead), len(spec)))
+            fh.write(spec)
+            fh.write(dead.tobytes())
+            writer = faiss.PyCallbackIOWriter(fh.write)
+            faiss.write_index(self._buffer if self._buffer is not None else self.index, writer)
+            del writer
         self.generation = generation
 
     def persist(self, generation: int) -> None:
