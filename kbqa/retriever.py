@@ -63,8 +63,9 @@ class HybridRetriever:
         """The cosine band mapped onto 0–1: `retrieval.dense_floor/ceiling`, or the model's own."""
         return self.settings.dense_bounds(model_dense_range(self.embeddings))
 
-    def _dense_relevance(self, cosine: float, bounds: tuple[float, float] | None = None) -> float:
-        lo, hi = bounds or self.dense_bounds()
+    @staticmethod
+    def _dense_relevance(cosine: float, bounds: tuple[float, float]) -> float:
+        lo, hi = bounds
         return min(1.0, max(0.0, (cosine - lo) / (hi - lo)))
 
     def search(self, query: str, k: int | None = None, min_score: float | None = None) -> list[Source]:
@@ -80,7 +81,7 @@ class HybridRetriever:
         qvec = self.embeddings.encode_queries([query])[0] if s.mode != "keyword" else None
         dense_hits = self.store.dense_search(qvec, n) if qvec is not None else []
         df = self.store.catalog.doc_freqs(terms)
-        kw_hits = self.store.catalog.keyword_search(terms, n, df) if s.mode != "dense" else []
+        kw_hits = self.store.keyword_search(terms, n, df) if s.mode != "dense" else []
         ids = list(dict.fromkeys([i for i, _ in dense_hits] + [i for i, _ in kw_hits]))
         if not ids:
             return []

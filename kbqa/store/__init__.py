@@ -320,8 +320,9 @@ class ChunkStore:
     def dense_search(self, query: np.ndarray, n: int) -> list[tuple[int, float]]:
         return self.vectors.search(query, n)
 
-    def keyword_search(self, terms: Sequence[str], n: int) -> list[tuple[int, float]]:
-        return self.catalog.keyword_search(terms, n)
+    def keyword_search(self, terms: Sequence[str], n: int, doc_freqs: dict[str, int] | None = None
+                       ) -> list[tuple[int, float]]:
+        return self.catalog.keyword_search(terms, n, doc_freqs)
 
     def chunks(self, int_ids: Sequence[int]) -> dict[int, ChunkRow]:
         return self.catalog.chunks(int_ids)
