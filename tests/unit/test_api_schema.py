@@ -45,3 +45,12 @@ schema = schemathesis.pytest.from_fixture("api_schema")
           phases=[Phase.explicit, Phase.generate])
 def test_no_input_makes_a_server_error(case: schemathesis.Case) -> None:
     case.call_and_validate(checks=[not_a_server_error])
+
+
+def test_source_schema_lists_exactly_the_library_source_fields() -> None:
+    # api/models.SourceOut documents Source.to_json() for the OpenAPI schema by hand; keep them one shape.
+    from kbqa.api.models import SourceOut
+    from kbqa.schema import Source
+
+    shape = Source(1, "a.pdf", "knowledge/k/a.pdf", 2, "Intro", 0.5, "text", "abc").to_json()
+    assert list(SourceOut.model_fields) == list(shape)
