@@ -1,11 +1,13 @@
-"""The `transformers` backend: a local model directory — ChatGLM-6B/2/3, GLM-4, or any HF chat model.
+"""The `transformers` backend: a local model directory — ChatGLM2/3, GLM-4, or any HF chat model.
 
-ChatGLM-6B/2/3 ship their own modelling code (`trust_remote_code=True`), their own
-`quantize(4|8)` (CUDA kernels) and their own `stream_chat(tokenizer, query, history)`, which
-builds the prompt exactly as they were trained; we use it where it exists. Everything else
-(GLM-4 in native transformers, Qwen, Llama, …) goes through the tokenizer's chat template and
-`generate` with a `TextIteratorStreamer` on a worker thread. Nothing is ever downloaded: the
-directory must exist and every load passes `local_files_only=True`.
+THUDM's ChatGLM2-6B / ChatGLM3-6B / GLM-4-9B-Chat folders (`model_type: chatglm`) load
+natively by default (kbqa.llm.glm): their weights renamed onto transformers' own
+`GlmForCausalLM`, kbqa's own tokenizers and chat formats — no code from the folder runs, so it
+keeps working as transformers changes. `llm.trust_remote_code: true` opts in to the folder's
+own code instead (its `stream_chat`, its `quantize()`), for models kbqa has no port of.
+Everything else (GLM-4 -hf, Qwen, Llama, …) goes through the tokenizer's chat template. All
+generation is `generate` with a `TextIteratorStreamer` on a worker thread. Nothing is ever
+downloaded: the directory must exist and every load passes `local_files_only=True`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ from kbqa.embeddings.base import resolve_device as _resolve_device
 from kbqa.embeddings.st_config import read_json_object
 from kbqa.errors import LLMError
 from kbqa.llm.base import Message, StopFilter
+from kbqa.llm.glm import native as glm_native
+from kbqa.llm.glm.chat import chat_ids as glm_chat_ids
+from kbqa.llm.glm.chat import qa_pairs as glm_qa_pairs
+from kbqa.llm.glm.chat import stop_ids as glm_stop_ids
+from kbqa.llm.glm.family import Detected, is_chatglm_config
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +46,7 @@ def read_model_config(model_dir: Path) -> dict[str, Any]:
 
 def is_chatglm(config: dict[str, Any]) -> bool:
     """True for THUDM's remote-code ChatGLM builds (ChatGLM-6B/2/3, the first GLM-4 chat release)."""
-    if str(config.get("model_type", "")).lower() == "chatglm":
-        return True
-    auto_map = config.get("auto_map") or {}
-    return isinstance(auto_map, dict) and any("chatglm" in str(v).lower() for v in auto_map.values())
+    return is_chatglm_config(config)
 
 
 def resolve_device(device: str) -> str:
@@ -67,31 +71,13 @@ def chatglm_query(messages: Sequence[Message], *, dict_history: bool) -> tuple[s
     ChatGLM3 keeps history as role/content dicts (system included). ChatGLM-6B/2 keep
     (question, answer) pairs and know no system role, so its text goes before the first question.
     """
+    if not dict_history:
+        query, pairs = glm_qa_pairs(messages)
+        return query, list(pairs)
     if not messages:
         raise LLMError("no messages to answer")
     *earlier, last = messages
-    query = last["content"]
-    if dict_history:
-        return query, [{"role": m["role"], "content": m["content"]} for m in earlier]
-    system = "\n".join(m["content"] for m in messages if m["role"] == "system")
-    pairs: list[tuple[str, str]] = []
-    pending: str | None = None
-    for m in earlier:
-        if m["role"] == "user":
-            if pending is not None:
-                pairs.append((pending, ""))
-            pending = m["content"]
-        elif m["role"] == "assistant":
-            pairs.append((pending or "", m["content"]))
-            pending = None
-    if pending is not None:
-        query = f"{pending}\n{query}"
-    if system:
-        if pairs:
-            pairs[0] = (f"{system}\n\n{pairs[0][0]}", pairs[0][1])
-        else:
-            query = f"{system}\n\n{query}"
-    return query, pairs
+    return last["content"], [{"role": m["role"], "content": m["content"]} for m in earlier]
 
 
 def _dtype_kwarg() -> str:
@@ -117,6 +103,9 @@ class TransformersChatModel:
         self._device = ""
         self._window: int | None = None
         self._stream_chat_error: str | None = None
+        self._glm: Detected | None = None
+        # An explicit opt-in (off by default): running a downloaded folder's Python code.
+        self.trust_remote_code = bool(getattr(settings, "trust_remote_code", False))
         self._lock = threading.Lock()
 
     # --- what the model is, read cheaply from config.json ---
@@ -136,6 +125,13 @@ class TransformersChatModel:
     @property
     def is_chatglm(self) -> bool:
         return is_chatglm(self.config)
+
+    @property
+    def native_glm(self) -> Detected | None:
+        """The ChatGLM family this folder holds when kbqa runs it natively (None: remote code or not ChatGLM)."""
+        if self._glm is None and self.is_chatglm and not self.trust_remote_code:
+            self._glm = glm_native.detect(self.path, self.config)
+        return self._glm
 
     @property
     def context_window(self) -> int:
@@ -169,11 +165,14 @@ class TransformersChatModel:
 
     def _load_tokenizer(self) -> Any:
         _ = self.config  # the directory must exist
+        glm = self.native_glm
+        if glm is not None:
+            return glm_native.native_tokenizer(self.path, glm)
         from transformers import AutoTokenizer
 
         try:
             return AutoTokenizer.from_pretrained(str(self.path), local_files_only=True,
-                                                 trust_remote_code=self.is_chatglm)
+                                                 trust_remote_code=self.trust_remote_code)
         except Exception as exc:  # anything a tokenizer (or its remote code) raises is a load failure
             raise LLMError(f"{self.name}: cannot load the tokenizer from {self.path}: {exc}") from exc
 
@@ -189,18 +188,27 @@ class TransformersChatModel:
         import torch
         from transformers import AutoModel, AutoModelForCausalLM
 
-        chatglm = self.is_chatglm
         device = resolve_device(self.settings.device)
         bits = self.settings.quantize
+        glm = self.native_glm
+        if glm is not None:
+            dtype = resolve_dtype(self.settings.dtype, device)
+            log.info("loading %s natively as %s on %s (%s)%s", self.path, glm.label, device, dtype,
+                     f", int{bits}" if bits else "")
+            native = glm_native.native_model(self.path, self.config, glm, dtype=dtype, device=device, bits=bits)
+            self._device = device
+            return native
+        chatglm = self.is_chatglm and self.trust_remote_code
         if bits and not chatglm:
-            raise LLMError(f"llm.quantize={bits} works only for ChatGLM-6B/2/3 (their own quantize()); {self.path} "
+            raise LLMError(f"llm.quantize={bits} works only for ChatGLM2/3 and GLM-4 folders; {self.path} "
                            f"is a '{self.config.get('model_type', '?')}' model. Unset llm.quantize or use a "
                            "pre-quantized model (GPTQ/AWQ, or a GGUF behind llm.backend: openai).")
         if bits and not device.startswith("cuda"):
             raise LLMError(f"llm.quantize={bits} needs a CUDA GPU (ChatGLM's quantize() runs CUDA kernels) but the "
                            f"device is {device!r}. Unset llm.quantize, or run on a GPU.")
         dtype = resolve_dtype(self.settings.dtype, device)
-        kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": chatglm, _dtype_kwarg(): dtype}
+        kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": self.trust_remote_code,
+                                  _dtype_kwarg(): dtype}
         to_device_after = chatglm or device == "cpu"  # ChatGLM: load, quantize, then move (as its README does)
         if not to_device_after:
             kwargs["device_map"] = device  # straight onto the GPU, no full copy in host memory
@@ -231,14 +239,19 @@ class TransformersChatModel:
     # --- the ChatBackend interface ---
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
+        tokenizer = self.tokenizer
+        try:
+            return len(tokenizer.encode(text, add_special_tokens=False))
+        except Exception as exc:  # a remote-code tokenizer can raise anything; the caller handles LLMError
+            raise LLMError(f"{self.name}: the tokenizer failed on the prompt: {type(exc).__name__}: {exc}") from exc
 
     def stream(self, messages: Sequence[Message], *, max_tokens: int, temperature: float,
                stop: Sequence[str] = ()) -> Iterator[str]:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         model, _ = self._loaded()
-        use_stream_chat = hasattr(model, "stream_chat") and self._stream_chat_error is None
+        use_stream_chat = (self.native_glm is None and hasattr(model, "stream_chat")
+                           and self._stream_chat_error is None)
         pieces = (self._stream_chatglm(messages, max_tokens, temperature) if use_stream_chat
                   else self._stream_generate(messages, max_tokens, temperature))
         try:
@@ -335,6 +348,12 @@ class TransformersChatModel:
         from jinja2.exceptions import TemplateError
 
         tokenizer = self.tokenizer
+        glm = self.native_glm
+        if glm is not None:
+            import torch
+
+            ids = torch.tensor([glm_chat_ids(glm.family, tokenizer, messages)], device=self._device or "cpu")
+            return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         chat = [{"role": m["role"], "content": m["content"]} for m in messages]
         try:
             if getattr(tokenizer, "chat_template", None):
@@ -358,13 +377,17 @@ class TransformersChatModel:
 
     def _eos_ids(self) -> list[int]:
         model, tokenizer = self._loaded()
+        glm = self.native_glm
+        if glm is not None:
+            return glm_stop_ids(glm.family, tokenizer, self.config)
         ids: list[int] = []
         configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         for value in (configured if isinstance(configured, list) else [configured], [tokenizer.eos_token_id]):
             ids.extend(v for v in value if isinstance(v, int) and v not in ids)
         if hasattr(tokenizer, "get_command"):  # ChatGLM3 ends a turn at <|user|> / <|observation|>
             for token in ("<|user|>", "<|observation|>"):
-                with contextlib.suppress(KeyError, ValueError, TypeError):
+                # ChatGLM2's code asserts the token exists (it has no role tokens)
+                with contextlib.suppress(KeyError, ValueError, TypeError, AssertionError):
                     ids.append(int(tokenizer.get_command(token)))
         return ids
 

@@ -58,10 +58,10 @@ class GlmTokenizerBase:
     def prefix(self) -> list[int]:
         raise NotImplementedError
 
-    def decode(self, ids: Iterable[Any], skip_special_tokens: bool = False, **_: Any) -> str:
+    def decode(self, ids: Iterable[Any] | int, skip_special_tokens: bool = False, **_: Any) -> str:
         out: list[str] = []
         run: list[int] = []
-        for raw in ids:
+        for raw in [ids] if isinstance(ids, int) else ids:  # TextStreamer passes a single id too
             i = int(raw)
             if i in self._special_ids:
                 out.append(self._decode_run(run))
