@@ -2,8 +2,9 @@
 
 The model is a 2-layer `GlmForCausalLM` (hidden 64) with a BPE tokenizer trained on a few lines;
 its output is gibberish but deterministic under greedy decoding, which is all the plumbing needs.
-The ChatGLM path runs THUDM-style remote code (`trust_remote_code`, `stream_chat`) written into
-the model directory by the test, on the same tiny weights.
+The remote-code ChatGLM path (opt-in `trust_remote_code`, its own `stream_chat`) runs THUDM-style code
+written into the model directory by the test, on the same tiny weights; the native ChatGLM path is
+proven in test_llm_glm_equivalence.py.
 """
 
 from __future__ import annotations
@@ -283,10 +284,27 @@ def _chatglm_dir(tmp_path: Path, tiny_glm: Path, cls: str) -> Path:
     return path
 
 
+def _remote(settings: LLMSettings) -> TransformersChatModel:
+    """A backend that opts in to the folder's own code (llm.trust_remote_code: true)."""
+    backend = TransformersChatModel(settings)
+    backend.trust_remote_code = True
+    return backend
+
+
+def test_remote_code_is_not_run_without_the_opt_in(tmp_path: Path, tiny_glm: Path) -> None:
+    """By default a ChatGLM folder goes kbqa's native path; this one has no ChatGLM tokenizer file."""
+    path = _chatglm_dir(tmp_path, tiny_glm, "ChatGLM3Like")
+    backend = TransformersChatModel(LLMSettings(backend="transformers", model=str(path)))
+    assert not backend.trust_remote_code
+    with pytest.raises(LLMError, match=r"detected ChatGLM3-6B .*no tokenizer.model .*copy it"):
+        backend.count_tokens("hello")
+    assert backend._model is None
+
+
 def test_chatglm3_uses_its_own_stream_chat(tmp_path: Path, tiny_glm: Path) -> None:
     path = _chatglm_dir(tmp_path, tiny_glm, "ChatGLM3Like")
     assert is_chatglm(read_model_config(path))
-    backend = TransformersChatModel(LLMSettings(backend="transformers", model=str(path), languages=["zh", "en"]))
+    backend = _remote(LLMSettings(backend="transformers", model=str(path), languages=["zh", "en"]))
     assert backend.is_chatglm and backend.context_window == WINDOW
     chat: list[Message] = [*MESSAGES, {"role": "assistant", "content": "every 200 h"},
                            {"role": "user", "content": "然后呢？"}]
@@ -302,7 +320,7 @@ def test_chatglm3_uses_its_own_stream_chat(tmp_path: Path, tiny_glm: Path) -> No
 
 def test_chatglm2_gets_question_answer_pairs(tmp_path: Path, tiny_glm: Path) -> None:
     path = _chatglm_dir(tmp_path, tiny_glm, "ChatGLM2Like")
-    backend = TransformersChatModel(LLMSettings(backend="transformers", model=str(path)))
+    backend = _remote(LLMSettings(backend="transformers", model=str(path)))
     chat: list[Message] = [*MESSAGES, {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}]
     assert complete(backend, chat, max_tokens=50, temperature=0).startswith("轴承")
     (call,) = backend._model.calls
@@ -312,7 +330,7 @@ def test_chatglm2_gets_question_answer_pairs(tmp_path: Path, tiny_glm: Path) -> 
 
 def test_old_chatglm_remote_code_falls_back_to_generate(tmp_path: Path, tiny_glm: Path, reference: str) -> None:
     path = _chatglm_dir(tmp_path, tiny_glm, "OldRemoteCode")
-    backend = TransformersChatModel(LLMSettings(backend="transformers", model=str(path)))
+    backend = _remote(LLMSettings(backend="transformers", model=str(path)))
     assert complete(backend, MESSAGES, max_tokens=24, temperature=0) == reference  # same weights, chat template
     assert complete(backend, MESSAGES, max_tokens=24, temperature=0) == reference
     assert backend._model.calls == ["stream_chat"]  # tried once, then remembered
@@ -322,7 +340,7 @@ def test_chatglm_quantize_needs_cuda(tmp_path: Path, tiny_glm: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA; the refusal is for CPU/MPS")
     path = _chatglm_dir(tmp_path, tiny_glm, "ChatGLM3Like")
-    backend = TransformersChatModel(LLMSettings(backend="transformers", model=str(path), quantize=8))
+    backend = _remote(LLMSettings(backend="transformers", model=str(path), quantize=8))
     with pytest.raises(LLMError, match="quantize=8 needs a CUDA GPU"):
         list(backend.stream(MESSAGES, max_tokens=2, temperature=0))
 
