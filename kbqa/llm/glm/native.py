@@ -22,6 +22,11 @@ V1_ROUTE = ("ChatGLM-6B (v1) has no native kbqa port (its 2D positions and prefi
             "(works only on the transformers release its code was written for), or move to ChatGLM3-6B")
 
 
+def _bare(exc: LLMError, model_dir: Path) -> str:
+    """The inner message without a repeated folder name."""
+    return str(exc).removeprefix(f"{model_dir}: ")
+
+
 def detect(model_dir: Path, config: dict[str, Any]) -> Detected:
     detected = detect_family(model_dir, config)
     if detected.family == "chatglm-6b":
@@ -34,7 +39,7 @@ def native_tokenizer(model_dir: Path, detected: Detected) -> GlmTokenizerBase:
         return load_tokenizer(model_dir, detected.family)
     except LLMError as exc:
         raise LLMError(f"{model_dir}: detected {detected.label} ({detected.reason}); cannot load its tokenizer: "
-                       f"{exc}") from exc
+                       f"{_bare(exc, model_dir)}") from exc
 
 
 def native_model(model_dir: Path, config: dict[str, Any], detected: Detected, *, dtype: Any, device: str,
@@ -57,7 +62,7 @@ def native_model(model_dir: Path, config: dict[str, Any], detected: Detected, *,
             quantize_linears(model, bits, dtype)
         return model.to(device)
     except LLMError as exc:
-        raise LLMError(f"{where}: {exc}") from exc
+        raise LLMError(f"{where}: {_bare(exc, model_dir)}") from exc
     except torch.cuda.OutOfMemoryError as exc:
         raise LLMError(f"{where}: out of GPU memory on {device} (try llm.quantize: 4 or 8, or {GGUF_ROUTE})") from exc
     except MemoryError as exc:

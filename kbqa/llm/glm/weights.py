@@ -53,7 +53,8 @@ def checkpoint_files(model_dir: Path) -> list[Path]:
         found = sorted(model_dir.glob(pattern))
         if found:
             return found
-    raise LLMError(f"{model_dir}: no weights (*.safetensors or pytorch_model*.bin) in the folder")
+    raise LLMError(f"{model_dir}: no weights (*.safetensors or pytorch_model*.bin) in the folder; copy the "
+                   "model's weight files (and their .index.json) from its download into it")
 
 
 def _read(path: Path) -> Iterator[tuple[str, Any]]:
