@@ -57,7 +57,7 @@ def checkpoint_files(model_dir: Path) -> list[Path]:
                    "model's weight files (and their .index.json) from its download into it")
 
 
-def _read(path: Path) -> Iterator[tuple[str, Any]]:
+def read_tensors(path: Path) -> Iterator[tuple[str, Any]]:
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -105,7 +105,7 @@ def load_glm_state(model_dir: Path, *, heads: int, groups: int, head_dim: int, d
     """All tensors of the folder, renamed to GlmForCausalLM's names and cast to `dtype` as they are read."""
     out: dict[str, Any] = {}
     for path in checkpoint_files(model_dir):
-        for name, tensor in _read(path):
+        for name, tensor in read_tensors(path):
             for target, rows in map_name(name, heads, groups, head_dim):
                 part = tensor if rows is None else tensor[rows]
                 out[target] = part.to(dtype).contiguous()
