@@ -64,7 +64,10 @@ def _vocab(tok: SentencePieceGlmTokenizer, vocab_size: int) -> tuple[list[bytes]
 
 
 def export_gguf(model_dir: Path, out: Path, *, f32: bool = False) -> Path:
-    import gguf
+    try:
+        import gguf
+    except ImportError as exc:
+        raise LLMError("writing a GGUF needs the gguf package: pip install gguf") from exc
     import numpy as np
 
     config = read_json_object(model_dir / "config.json", LLMError)
@@ -128,7 +131,10 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--f32", action="store_true", help="keep float32 (default: float16 matrices)")
     args = parser.parse_args()
-    print(export_gguf(args.model_dir, args.out, f32=args.f32))
+    try:
+        print(export_gguf(args.model_dir, args.out, f32=args.f32))
+    except LLMError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":
