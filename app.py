@@ -32,7 +32,7 @@ from kbqa.index import ProgressFn, scan_folder  # noqa: E402
 from kbqa.kb import KnowledgeBase  # noqa: E402
 from kbqa.llm import ChatBackend, make_chat_model  # noqa: E402
 from kbqa.preview import render_page_png  # noqa: E402
-from kbqa.schema import Answer, FileResult, IngestReport, Source  # noqa: E402
+from kbqa.schema import Answer, FileResult, IngestReport, Retrieved, Source  # noqa: E402
 from kbqa.ui_launch import is_loopback  # noqa: E402
 from kbqa.ui_text import LANGUAGE_NAMES, LANGUAGES, text  # noqa: E402
 from kbqa.uploads import UploadLimits, save_uploads  # noqa: E402
@@ -415,6 +415,10 @@ def stream_answer(kb: KnowledgeBase, question: str, history: list[dict[str, str]
         for piece in kb.ask_stream(question, history, k=k, min_score=threshold):
             if isinstance(piece, Answer):
                 final = piece
+                continue
+            if isinstance(piece, Retrieved):  # shown until the model's first token arrives
+                where = " · ".join(f"[{s.n}] {s.file}" + (f" p.{s.page}" if s.page else "") for s in piece.sources)
+                box.markdown(f":gray[{md_escape(text(lang, 'reading', n=len(piece.sources), where=where))}]")
                 continue
             shown += piece
             # Repaint at most ~6 times a second: every repaint costs the browser (and a CPU-bound

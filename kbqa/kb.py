@@ -23,7 +23,7 @@ from kbqa.llm import ChatBackend, make_chat_model
 from kbqa.loaders import Loaders
 from kbqa.qa import AnswerChain, History
 from kbqa.retriever import HybridRetriever, KbqaLangchainRetriever
-from kbqa.schema import Answer, FileResult, IngestReport, Source
+from kbqa.schema import Answer, FileResult, IngestReport, Retrieved, Source
 from kbqa.splitter import ChineseRecursiveSplitter
 from kbqa.store import CATALOG_FILE, ChunkStore, drop_outside_vectors, recorded_vectors
 from kbqa.store.backends import strip_credentials
@@ -347,8 +347,10 @@ class KnowledgeBase:
         return self.answer_chain().ask(question, history, k=k, min_score=min_score)
 
     def ask_stream(self, question: str, history: History = None, *, k: int | None = None,
-                   min_score: float | None = None) -> Iterator[str | Answer]:
+                   min_score: float | None = None) -> Iterator[str | Retrieved | Answer]:
         """Like `ask`, but yields the text pieces as they are generated, then the final `Answer`.
+
+        When the LLM is called, a `Retrieved` (the sources in its prompt) comes before the first piece.
 
         The final `Answer.text` is authoritative: it replaces the streamed text when the
         chain fell back to an extractive answer.

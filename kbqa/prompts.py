@@ -29,6 +29,23 @@ SYSTEM = {
     ),
 }
 
+# For models that follow instructions (Qwen2.5-1.5B and up). Probed on the bundled Qwen: a quoted
+# refusal phrase ("say: 'The documents do not say.'") made it refuse answerable questions, and a
+# trailing "Answer (cite …):" label made it reply with a bare marker; a paraphrased "do not guess"
+# rule and the plain question did neither.
+SYSTEM_CAPABLE = {
+    "en": (
+        "You are a helpful assistant that answers questions about the user's documents. Answer only from "
+        "the numbered sources and cite the source number in square brackets after each fact, like [1]. "
+        "Be brief. Do not guess: when the sources do not cover the question, say that the documents do not "
+        "mention it."
+    ),
+    "zh": (
+        "你是根据用户文档回答问题的助手。只根据编号资料回答，用中文简洁作答，每个事实后用方括号注明资料编号，"
+        "例如 [1]。不要猜测：如果资料没有涉及这个问题，就说明资料中没有提到。"
+    ),
+}
+
 NOT_FOUND = {
     "en": "Not found in the knowledge base: no document matches this question closely enough.",
     "zh": "知识库中没有找到相关内容：没有文档与这个问题足够相关。",
@@ -76,11 +93,19 @@ def format_source(source: Source, language: str = "en") -> str:
     return f"[{source.n}] {_where(source, language)}\n{source.text.strip()}"
 
 
-def qa_messages(question: str, sources: Sequence[Source], language: str) -> list[Message]:
+def qa_messages(question: str, sources: Sequence[Source], language: str, *, small: bool = True) -> list[Message]:
+    """System rules then the numbered sources and the question. `small` models get the scaffolded
+    form (an explicit answer label); capable ones the plain question (see SYSTEM_CAPABLE)."""
     label_src, label_q, label_a, _ = _LABELS.get(language, _LABELS["en"])
     context = "\n\n".join(format_source(s, language) for s in sources)
-    user = f"{label_src}:\n\n{context}\n\n{label_q}: {question}\n{label_a}:"
-    return [Message(role="system", content=SYSTEM.get(language, SYSTEM["en"])), Message(role="user", content=user)]
+    colon = "：" if language == "zh" else ": "
+    if small:
+        user = f"{label_src}:\n\n{context}\n\n{label_q}: {question}\n{label_a}:"
+        system = SYSTEM.get(language, SYSTEM["en"])
+    else:
+        user = f"{label_src}{colon.strip()}\n\n{context}\n\n{label_q}{colon}{question}"
+        system = SYSTEM_CAPABLE.get(language, SYSTEM_CAPABLE["en"])
+    return [Message(role="system", content=system), Message(role="user", content=user)]
 
 
 def condense_messages(question: str, turns: Sequence[Message], language: str) -> list[Message]:

@@ -21,7 +21,14 @@ from typing import Protocol
 
 import numpy as np
 
+from kbqa.citations import cite as _cite
+from kbqa.citations import cited as _cited
+from kbqa.citations import is_cjk_text as _is_cjk_text
+from kbqa.citations import sentences as _sentences
+from kbqa.citations import strip_markers as _strip_markers
+from kbqa.citations import support_check
 from kbqa.config import AnswerSettings, LLMSettings
+from kbqa.context import focus_sources
 from kbqa.embeddings import KbqaEmbeddings
 from kbqa.errors import LLMError
 from kbqa.llm.base import ChatBackend, Message
@@ -34,7 +41,7 @@ from kbqa.prompts import (
     qa_messages,
 )
 from kbqa.refusal import unknown_words
-from kbqa.schema import Answer, Source
+from kbqa.schema import Answer, Retrieved, Source
 from kbqa.tokenize import STOPWORDS, Tokenizer
 
 History = Sequence[Mapping[str, str]] | Sequence[tuple[str, str]] | None
@@ -52,7 +59,6 @@ class Searcher(Protocol):
 
 # [3], [1, 2], [1][2], 【1】, [source 2], [^2] — what models write; normalised to [n].
 _MARKER = re.compile(r"[\[【]\s*(?:\^|source\s*|来源\s*|文档\s*)?(\d{1,2}(?:\s*[,，、]\s*\d{1,2})*)\s*[\]】]", re.I)
-_SENTENCE_END = re.compile(r"(?<=[。！？；!?])|(?<=[.;:])\s+(?=[A-Z0-9\\(\"'“])|\n+")
 # A reply that says the sources do not hold the answer.
 _DONT_KNOW = re.compile(
     r"(not (?:found|mentioned|provided|contained|available|covered) in|do(?:es)? not (?:contain|mention|provide|say)|"
@@ -105,7 +111,7 @@ class AnswerChain:
         raise AssertionError("AnswerChain.stream ended without an Answer")  # pragma: no cover
 
     def stream(self, question: str, history: History = None, *, k: int | None = None,
-               min_score: float | None = None) -> Iterator[str | Answer]:
+               min_score: float | None = None) -> Iterator[str | Retrieved | Answer]:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         question = question.strip()
@@ -151,6 +157,7 @@ class AnswerChain:
 
         assert self.llm is not None
         messages, sources = self._prompt(question, standalone, turns, sources, language)
+        yield Retrieved(sources)
         pieces: list[str] = []
         try:
             for piece in self.llm.stream(messages, max_tokens=self.llm_settings.max_new_tokens,
@@ -271,9 +278,9 @@ class AnswerChain:
         return ""
 
     def _llm_condenses(self, language: str) -> bool:
-        """The bundled 135M model cannot rewrite questions reliably; larger models can."""
+        """Small models (SmolLM2-135M, Qwen2.5-0.5B) cannot rewrite questions reliably; larger models can."""
         assert self.llm is not None
-        if self.llm.name.startswith("bundled:") and not self.llm_settings.model:
+        if getattr(self.llm, "small", False):
             return False
         return self.llm.languages is None or language in self.llm.languages
 
@@ -283,8 +290,15 @@ class AnswerChain:
         assert self.llm is not None
         q = standalone if standalone != question else question
         budget = self.llm.context_window - self.llm_settings.max_new_tokens - 16
-        fixed = sum(self.llm.count_tokens(m["content"]) + 8 for m in qa_messages(q, [], language))
+        small = bool(getattr(self.llm, "small", False))
+        fixed = sum(self.llm.count_tokens(m["content"]) + 8 for m in qa_messages(q, [], language, small=small))
         budget -= fixed
+        full = {s.n: s for s in sources}
+        if self.settings.context_tokens:
+            q_terms = [t for t in self.tokenizer.query_terms(q) if t not in STOPWORDS]
+            sources = focus_sources(q, sources, budget=min(self.settings.context_tokens, budget),
+                                    count_tokens=self.llm.count_tokens, tokenizer=self.tokenizer,
+                                    weights=self.searcher.term_weights(q_terms) if q_terms else {})
         kept: list[Source] = []
         for s in sources:
             cost = self.llm.count_tokens(format_source(s, language)) + 2
@@ -296,7 +310,8 @@ class AnswerChain:
                 break
             else:
                 break
-        return qa_messages(q, kept, language), kept
+        # The prompt reads the focused text; the answer is checked against (and shows) the whole sources.
+        return qa_messages(q, kept, language, small=small), [full[s.n] for s in kept]
 
     def _finish(self, raw: str, question: str, sources: list[Source], base: Answer) -> Answer:
         valid = {s.n for s in sources}
@@ -306,6 +321,14 @@ class AnswerChain:
             return replace(base, text=_strip_markers(text), refused=True, mode="refused", sources=sources, cited=[],
                            note="the LLM found no answer in the retrieved sources")
         guarded = self.guarded()
+        checked: list[str] = []
+        if cited and not guarded:  # a capable model's own words, each sentence held to the source it cites
+            check = support_check(text, sources, self.tokenizer)
+            if check.dropped:
+                checked.append(f"{check.dropped} sentence(s) no source supports were dropped")
+            if check.recited:
+                checked.append(f"{check.recited} sentence(s) re-cited by the source that holds them")
+            text, cited = check.text, _cited(check.text)
         if guarded or not cited:
             # A small model's own markers are unreliable: every sentence is re-checked against
             # the sources and cited by the one it comes from; unsupported ones are dropped.
@@ -316,6 +339,7 @@ class AnswerChain:
         if cited or self.settings.fallback == "never":
             by_model = bool(_cited(_clean_markers(raw, valid)))
             notes = [] if by_model or not cited else ["citations added by matching answer sentences to sources"]
+            notes += checked
             if guarded:
                 notes = ["small model: only answer sentences a source supports are kept, each cited by that source"]
             if cited and guarded:
@@ -405,13 +429,6 @@ def _leans_on_history(question: str, language: str) -> bool:
     return bool(_FOLLOW_UP_EN.search(question)) or len(question.split()) <= 4
 
 
-def _sentences(text: str) -> list[str]:
-    parts = (p.strip() for p in _SENTENCE_END.split(text))
-    return [p if len(p) <= 300 else p[:300].rstrip() + "…" for p in parts if len(p) >= 4]
-
-
-def _is_cjk_text(text: str) -> bool:
-    return detect_language(text) == "zh"
 
 
 def _clean_markers(text: str, valid: set[int]) -> str:
@@ -424,13 +441,6 @@ def _clean_markers(text: str, valid: set[int]) -> str:
     text = _MARKER.sub(fix, text)
     return re.sub(r"[ \t]+([.,;。，；])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
 
-
-def _cite(sentence: str, n: int) -> str:
-    """`sentence [n].` — the marker goes before the closing punctuation, no space in Chinese."""
-    m = re.search(r"[.。!！;；]+$", sentence)
-    body, end = (sentence[: m.start()], m.group()) if m else (sentence, "")
-    space = "" if _is_cjk_text(body[-12:]) else " "
-    return f"{body.rstrip()}{space}[{n}]{end}"
 
 
 def _looping(text: str) -> bool:
@@ -476,12 +486,6 @@ def _norm_text(text: str) -> str:
     return "".join(text.lower().split()).rstrip(".。")
 
 
-def _strip_markers(text: str) -> str:
-    return re.sub(r"\s*\[\d+\]", "", text).strip()
-
-
-def _cited(text: str) -> list[int]:
-    return sorted({int(n) for n in re.findall(r"\[(\d+)\]", text)})
 
 
 def _cut_to_tokens(llm: ChatBackend, source: Source, budget: int, language: str) -> str:

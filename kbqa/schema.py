@@ -140,6 +140,14 @@ class IngestReport:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Retrieved:
+    """Streamed before the model's first token: the sources the answer will be written from,
+    so a reader sees where the answer comes from while a CPU model is still reading them."""
+
+    sources: list[Source]
+
+
 AnswerMode = Literal["generative", "extractive", "refused"]
 
 

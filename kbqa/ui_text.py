@@ -82,6 +82,7 @@ EN: dict[str, str] = {
                     "open a source to see the passage and, for PDFs, the page itself.",
     "welcome_empty": "This knowledge base is empty. Add documents in the sidebar to start asking.",
     "searching": "Searching {kb}…",
+    "reading": "Reading {n} sources: {where}…",
     "not_found": "Not found in the knowledge base.",
     "not_found_hint": "Nothing in “{kb}” is relevant enough to answer this. Try other words, or lower "
                       "the relevance threshold in the sidebar.",
@@ -165,6 +166,7 @@ ZH: dict[str, str] = {
     "welcome_body": "已索引 {files} 个文档。回答用 [n] 标注来源 —— 展开来源可查看原文段落，PDF 还可查看所在页面。",
     "welcome_empty": "这个知识库还是空的。请在侧边栏添加文档后再提问。",
     "searching": "正在检索 {kb}…",
+    "reading": "正在阅读 {n} 份资料：{where}……",
     "not_found": "知识库中未找到相关内容。",
     "not_found_hint": "“{kb}”中没有足够相关的内容来回答这个问题。请换个说法，或在侧边栏调低相关度阈值。",
     "closest": "找到的最接近的段落",

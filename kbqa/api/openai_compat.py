@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from kbqa.errors import KbqaError
 from kbqa.kb import KnowledgeBase
-from kbqa.schema import Answer
+from kbqa.schema import Answer, Retrieved
 
 from .errors import NotFoundError
 from .models import ChatCompletionIn, ChatCompletionOut, ChatMessage, ModelList, ModelOut
@@ -145,7 +145,10 @@ def openai_router(state: ServerState) -> APIRouter:
 
         def produce() -> Iterator[str | Answer]:
             with reg.reading(kb) as base:
-                yield from base.ask_stream(question, history, k=body.k, min_score=body.min_score)
+                # OpenAI chunks have no place for sources before the text: they ride on the last chunk
+                for item in base.ask_stream(question, history, k=body.k, min_score=body.min_score):
+                    if not isinstance(item, Retrieved):
+                        yield item
 
         def live_text() -> bool:
             with reg.reading(kb) as base:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from kbqa import __version__
 from kbqa.errors import KbqaError
-from kbqa.schema import Answer
+from kbqa.schema import Answer, Retrieved
 from kbqa.uploads import UploadLimits, save_uploads
 
 from .errors import BadUploadError, ConflictError, NotFoundError, PayloadTooLargeError
@@ -183,7 +183,7 @@ def kb_router(state: ServerState) -> APIRouter:
 
         reg.require(kb)
 
-        def produce() -> Iterator[str | Answer]:
+        def produce() -> Iterator[str | Retrieved | Answer]:
             with reg.reading(kb) as base:
                 yield from base.ask_stream(body.question, history, k=body.k, min_score=body.min_score)
 
@@ -192,12 +192,15 @@ def kb_router(state: ServerState) -> APIRouter:
 
         async def events() -> AsyncIterator[str]:
             try:
-                item: str | Answer = first
+                item: str | Retrieved | Answer = first
                 while True:
                     if isinstance(item, Answer):
                         yield sse_event("answer", item.to_json(extended=body.explain))
                         return
-                    yield sse_event("token", {"text": item})
+                    if isinstance(item, Retrieved):  # before the first token: what the answer is read from
+                        yield sse_event("sources", {"sources": [s.to_json() for s in item.sources]})
+                    else:
+                        yield sse_event("token", {"text": item})
                     item = await anext(items)
             except KbqaError as exc:
                 yield sse_event("error", {"error": str(exc)})

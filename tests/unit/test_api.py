@@ -349,7 +349,9 @@ def test_ask_stream_sends_tokens_then_the_answer(ready: TestClient) -> None:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         events = _sse(r.read().decode())
     names = [e for e, _ in events]
-    assert names[-1] == "answer" and set(names[:-1]) == {"token"} and len(names) > 2
+    # the sources come first (before the model's first token), then tokens, then the answer
+    assert names[0] == "sources" and names[-1] == "answer" and set(names[1:-1]) == {"token"} and len(names) > 3
+    assert events[0][1]["sources"][0]["file"] == "pumps.txt"
     final = events[-1][1]
     assert set(final) == ANSWER_KEYS and final["sources"][0]["file"] == "pumps.txt"
     assert "".join(d["text"] for e, d in events if e == "token").strip() == final["answer"]
@@ -373,7 +375,8 @@ def test_llm_failure_midstream_is_an_error_event(api_settings_: Settings) -> Non
         client.post("/api/kbs", json={"name": "kb"})
         _wait(client, _upload(client, "kb", dict(DOCS)).json()["job"]["id"])
         events = _sse(client.post("/api/kbs/kb/ask", json={"question": QUESTION, "stream": True}).text)
-        assert events[0] == ("token", {"text": "Partial "}) and events[-1][0] == "error"
+        assert events[0][0] == "sources" and events[1] == ("token", {"text": "Partial "})
+        assert events[-1][0] == "error"
         assert "crashed" in events[-1][1]["error"]
         plain = client.post("/api/kbs/kb/ask", json={"question": QUESTION})
         assert plain.status_code == 503 and "crashed" in plain.json()["error"]

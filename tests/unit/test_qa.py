@@ -16,7 +16,7 @@ from kbqa.llm import as_langchain
 from kbqa.prompts import detect_language, qa_messages
 from kbqa.qa import _clean_markers
 from kbqa.refusal import specific_words
-from kbqa.schema import Answer, Source
+from kbqa.schema import Answer, Retrieved, Source
 from kbqa.testing import FakeChatModel, FakeEmbeddings
 
 DOCS = {
@@ -99,9 +99,9 @@ def test_specific_words() -> None:
 
 
 def test_markers_pointing_nowhere_are_dropped(settings: Settings, fake_loaders, tmp_path: Path) -> None:
-    kb = _kb(settings, fake_loaders, tmp_path, FakeChatModel(reply="Prime it first 【1】[7]. Then start [1, 9]."))
+    kb = _kb(settings, fake_loaders, tmp_path, FakeChatModel(reply="Pump P-17 must be primed 【1】[7]. Then press the green button [1, 9]."))
     ans = kb.ask("How do I start pump P-17?")
-    assert ans.text == "Prime it first [1]. Then start [1]." and ans.cited == [1]
+    assert ans.text == "Pump P-17 must be primed [1]. Then press the green button [1]." and ans.cited == [1]
     assert _clean_markers("a [2, 3] b [source 1] c [^4]", {1, 2, 3}) == "a [2][3] b [1] c"
 
 
@@ -151,13 +151,14 @@ def test_extractive_backend_needs_no_llm(settings: Settings, fake_loaders, tmp_p
 
 def test_stream_yields_pieces_then_one_answer(kb: KnowledgeBase) -> None:
     items = list(kb.ask_stream("How do I start pump P-17?"))
-    *pieces, final = items
+    retrieved, *pieces, final = items  # the sources come before the model's first token
+    assert isinstance(retrieved, Retrieved) and [s.file for s in retrieved.sources] == ["pumps.txt"]
     assert isinstance(final, Answer) and all(isinstance(p, str) for p in pieces) and len(pieces) > 3
     assert "".join(pieces).strip() == final.text
 
 
 def test_follow_up_is_condensed_by_rule_for_the_bundled_model(kb: KnowledgeBase, fake: FakeChatModel) -> None:
-    fake.name = "bundled:SmolLM2"  # the chain does not ask a tiny model to rewrite questions
+    fake.small = True  # type: ignore[attr-defined]  # the chain does not ask a tiny model to rewrite questions
     history = [{"role": "user", "content": "How often are fan blades cleaned?"},
                {"role": "assistant", "content": "Monthly [1]."}]
     ans = kb.ask("And what must never touch it?", history)
@@ -210,7 +211,7 @@ def test_a_looping_model_is_cut_short(settings: Settings, fake_loaders, tmp_path
     llm = FakeChatModel(reply=reply)
     kb = _kb(settings, fake_loaders, tmp_path, llm)
     ans = kb.ask("How do I start pump P-17?")
-    assert ans.tokens < 100 and ans.text.count("The answer is the answer") == 1
+    assert ans.tokens < 100 and ans.text.count("The answer is the answer") <= 1
 
 
 def test_prompts_follow_the_question_language() -> None:
@@ -260,7 +261,9 @@ def test_small_model_answers_are_held_to_their_sources(settings: Settings, fake_
     assert "\n\nFrom the documents:\n> Pump P-17 must be primed before start-up [1]." in ans.text
     assert "small model" in ans.note
     off = _kb(settings, fake_loaders, tmp_path, llm, small_model_guard="off").ask("How do I start pump P-17?")
-    assert "Bananas" in off.text and "From the documents" not in off.text
+    # guard off: the model's own words, but each sentence still held to a source (Bananas: none holds it)
+    assert off.text.startswith("Pump P-17 must be primed [1].") and "Bananas" not in off.text
+    assert "From the documents" not in off.text and "no source supports" in off.note
 
 
 def test_a_compound_counts_only_where_its_parts_stand_together(kb: KnowledgeBase, fake: FakeChatModel) -> None:
