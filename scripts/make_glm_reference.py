@@ -6,6 +6,7 @@ never needed by the tests or CI):
     python -m venv --system-site-packages /tmp/glmref
     /tmp/glmref/bin/pip install "transformers==4.40.2" sentencepiece tiktoken
     /tmp/glmref/bin/python scripts/make_glm_reference.py /path/to/shared/fixtures/chatglm
+    /tmp/glmref/bin/python scripts/make_glm_reference.py /path/to/shared/fixtures/chatglm --check-variants
 
 Per family it copies the fixture folder (upstream code + real tokenizer + tiny config.json),
 builds the family's own `ChatGLMForConditionalGeneration` in float32, fills it with the seeded
@@ -48,6 +49,14 @@ FAMILIES = {
     "glm4": ("glm-4-9b-chat", "glm-4-9b-chat"),
 }
 
+# Other upstream revisions of the same families: `--check-variants` runs them and compares
+# with the committed references (all equal when last run: logits diff 0.0, same ids).
+VARIANTS = {
+    "chatglm2": ("chatglm2-6b-latest", "chatglm2-6b-latest"),
+    "chatglm3": ("chatglm3-6b-2024", "chatglm3-6b-2024"),
+    "glm4": ("glm-4-9b-chat-2024-06", "glm-4-9b-chat-2024-06"),
+}
+
 
 def _chat_ids(family: str, tok: Any) -> list[int]:
     if family == "chatglm2":  # ChatGLM2 has no system role: kbqa puts it before the first question
@@ -60,14 +69,18 @@ def _chat_ids(family: str, tok: Any) -> list[int]:
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": Q1},
                 {"role": "assistant", "content": A1}, {"role": "user", "content": QUERY}]
     ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    return [int(i) for i in (ids["input_ids"] if isinstance(ids, dict) else ids)]
+    if hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    if ids and isinstance(ids[0], list):  # the June-2024 GLM-4 tokenizer returns a batch
+        ids = ids[0]
+    return [int(i) for i in ids]
 
 
-def make(family: str, fixtures: Path) -> None:
+def make(family: str, fixtures: Path, out_root: Path = OUT, folders: tuple[str, str] | None = None) -> None:
     import transformers
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    model_dir, tok_dir = FAMILIES[family]
+    model_dir, tok_dir = folders or FAMILIES[family]
     with tempfile.TemporaryDirectory() as tmp:
         mdir, tdir = Path(tmp) / "model", Path(tmp) / "tok"
         shutil.copytree(fixtures / model_dir, mdir)
@@ -96,7 +109,7 @@ def make(family: str, fixtures: Path) -> None:
                 greedy.append(nxt)
                 ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
                 logits = model(input_ids=ids, use_cache=False).logits[0, -1].float()
-        out = OUT / family
+        out = out_root / family
         out.mkdir(parents=True, exist_ok=True)
         (out / "weights.json").write_text(json.dumps(
             {"seed": SEED, "shapes": shapes, "sums": checksum(weights)}, indent=1) + "\n")
@@ -112,7 +125,23 @@ def make(family: str, fixtures: Path) -> None:
         print(family, "ok", len(chat_ids), "prompt ids; greedy", greedy[:8], "min gap", min(gaps))
 
 
+def check_variants(fixtures: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for family, folders in VARIANTS.items():
+            make(family, fixtures, Path(tmp), folders)
+            got = json.loads((Path(tmp) / family / "reference.json").read_text())
+            want = json.loads((OUT / family / "reference.json").read_text())
+            logits = np.load(Path(tmp) / family / "logits.npy")
+            diff = float(np.abs(logits - np.load(OUT / family / "logits.npy")).max())
+            same = {k: got[k] == want[k] for k in ("text_ids", "chat_ids", "greedy_ids")}
+            print(f"{family} {folders[0]}: logits diff {diff}, {same}")
+
+
 if __name__ == "__main__":
-    fixtures = Path(sys.argv[1] if len(sys.argv) > 1 else "/work/shared/fixtures/chatglm")
-    for name in sys.argv[2:] or FAMILIES:
-        make(name, fixtures)
+    args = [a for a in sys.argv[1:] if a != "--check-variants"]
+    fixtures = Path(args[0] if args else "/work/shared/fixtures/chatglm")
+    if "--check-variants" in sys.argv:
+        check_variants(fixtures)
+    else:
+        for name in args[1:] or FAMILIES:
+            make(name, fixtures)
