@@ -99,7 +99,8 @@ def test_specific_words() -> None:
 
 
 def test_markers_pointing_nowhere_are_dropped(settings: Settings, fake_loaders, tmp_path: Path) -> None:
-    kb = _kb(settings, fake_loaders, tmp_path, FakeChatModel(reply="Pump P-17 must be primed 【1】[7]. Then press the green button [1, 9]."))
+    reply = "Pump P-17 must be primed 【1】[7]. Then press the green button [1, 9]."
+    kb = _kb(settings, fake_loaders, tmp_path, FakeChatModel(reply=reply))
     ans = kb.ask("How do I start pump P-17?")
     assert ans.text == "Pump P-17 must be primed [1]. Then press the green button [1]." and ans.cited == [1]
     assert _clean_markers("a [2, 3] b [source 1] c [^4]", {1, 2, 3}) == "a [2][3] b [1] c"
