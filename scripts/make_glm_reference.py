@@ -47,6 +47,9 @@ FAMILIES = {
     "chatglm2": ("chatglm2-6b", "chatglm2-6b-latest"),
     "chatglm3": ("chatglm3-6b", "chatglm3-6b"),
     "glm4": ("glm-4-9b-chat", "glm-4-9b-chat"),
+    # ChatGLM-6B's tokenizer code only runs on transformers <= 4.33: make it in a second scratch
+    # venv with "transformers==4.33.3" (`... make_glm_reference.py FIXTURES chatglm-6b`).
+    "chatglm-6b": ("chatglm-6b", "chatglm-6b"),
 }
 
 # Other upstream revisions of the same families: `--check-variants` runs them and compares
@@ -59,6 +62,11 @@ VARIANTS = {
 
 
 def _chat_ids(family: str, tok: Any) -> list[int]:
+    if family == "chatglm-6b":  # its stream_chat: rounds from 0, single newlines, no system role
+        history = [(f"{SYSTEM}\n\n{Q1}", A1)]
+        prompt = "".join(f"[Round {i}]\n问：{q}\n答：{a}\n" for i, (q, a) in enumerate(history))
+        prompt += f"[Round {len(history)}]\n问：{QUERY}\n答："
+        return [int(i) for i in tok([prompt])["input_ids"][0]]
     if family == "chatglm2":  # ChatGLM2 has no system role: kbqa puts it before the first question
         prompt = tok.build_prompt(QUERY, history=[(f"{SYSTEM}\n\n{Q1}", A1)])
         return list(tok([prompt])["input_ids"][0])

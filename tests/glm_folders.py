@@ -20,7 +20,11 @@ import numpy as np
 from kbqa.llm.glm.tiny import checksum, random_weights
 
 REFERENCE = Path(__file__).parent / "data" / "glm_reference"
-FAMILIES = ("chatglm2", "chatglm3", "glm4")
+FAMILIES = ("chatglm-6b", "chatglm2", "chatglm3", "glm4")
+TOKENIZER_FILES = {"chatglm-6b": ("chatglm-6b-ice_text.model.gz", "ice_text.model"),
+                   "chatglm2": ("chatglm-tokenizer.model.gz", "tokenizer.model"),
+                   "chatglm3": ("chatglm-tokenizer.model.gz", "tokenizer.model"),
+                   "glm4": ("glm4-tokenizer.model.gz", "tokenizer.model")}
 Layout = Literal["safetensors", "sharded-safetensors", "sharded-bin"]
 # A remote-code file that would fail loudly if anything ever imported it.
 TRAP = "raise RuntimeError('kbqa must never import the model folder\\'s code')\n"
@@ -50,8 +54,8 @@ def build_folder(family: str, dest: Path, layout: Layout = "safetensors") -> Pat
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "tokenizer_config.json"):
         shutil.copy(REFERENCE / family / name, dest / name)
-    packed = REFERENCE / "tokenizers" / f"{'glm4' if family == 'glm4' else 'chatglm'}-tokenizer.model.gz"
-    (dest / "tokenizer.model").write_bytes(gzip.decompress(packed.read_bytes()))
+    packed, name = TOKENIZER_FILES[family]
+    (dest / name).write_bytes(gzip.decompress((REFERENCE / "tokenizers" / packed).read_bytes()))
     for code in ("modeling_chatglm.py", "tokenization_chatglm.py", "configuration_chatglm.py"):
         (dest / code).write_text(TRAP)
     tensors = upstream_weights(family)

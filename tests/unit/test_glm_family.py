@@ -19,7 +19,7 @@ def _config(family: str) -> dict[str, object]:
     return dict(json.loads((REFERENCE / family / "config.json").read_text(encoding="utf-8")))
 
 
-@pytest.mark.parametrize("family", ["chatglm2", "chatglm3", "glm4"])
+@pytest.mark.parametrize("family", ["chatglm-6b", "chatglm2", "chatglm3", "glm4"])
 def test_families_from_their_real_configs(family: str, tmp_path: Path) -> None:
     config = _config(family)
     assert is_chatglm_config(config)
@@ -35,10 +35,9 @@ def test_chatglm2_and_3_told_apart_without_a_name(tmp_path: Path) -> None:
     assert detect_family(tmp_path, config).family == "chatglm2"
 
 
-def test_chatglm_6b_v1_names_the_route(tmp_path: Path) -> None:
+def test_chatglm_6b_v1_is_detected(tmp_path: Path) -> None:
     config = {"model_type": "chatglm", "position_encoding_2d": True, "inner_hidden_size": 16384}
-    with pytest.raises(LLMError, match=r"ChatGLM-6B \(v1\).*llm.backend: openai"):
-        detect(tmp_path, config)
+    assert detect(tmp_path, config).family == "chatglm-6b"
 
 
 def test_glm_config_matches_upstream_sizes_and_rope() -> None:
@@ -74,3 +73,19 @@ def test_chatglm2_prompt_as_upstream_build_prompt() -> None:
     query, history = qa_pairs([{"role": "system", "content": "S"}, {"role": "user", "content": "Q1"},
                                {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}])
     assert chatglm2_prompt(query, history) == "[Round 1]\n\n问：S\n\nQ1\n\n答：A1\n\n[Round 2]\n\n问：Q2\n\n答："
+
+
+def test_chatglm_6b_ids_are_offset_by_the_image_tokens(tmp_path: Path) -> None:
+    """The real ChatGLM-6B numbers text after 20,000 image tokens ([gMASK] = 130001); the test model uses 0."""
+    import gzip
+
+    from kbqa.llm.glm.v1 import V1Tokenizer
+
+    model = tmp_path / "ice_text.model"
+    model.write_bytes(gzip.decompress((REFERENCE / "tokenizers" / "chatglm-6b-ice_text.model.gz").read_bytes()))
+    plain, shifted = V1Tokenizer(model, num_image_tokens=0), V1Tokenizer(model, num_image_tokens=20000)
+    text = "第一行\n\t两个  空格 and English"
+    assert shifted.encode(text) == [i + 20000 for i in plain.encode(text)]
+    assert shifted.special("[gMASK]") == plain.special("[gMASK]") + 20000
+    assert shifted.decode(shifted.encode(text)) == plain.decode(plain.encode(text))
+    assert "\n\t两个  空格" in plain.decode(plain.encode(text))

@@ -1,5 +1,6 @@
 """Each family's chat prompt and stop tokens, as their own code builds them.
 
+- ChatGLM-6B (v1): see kbqa.llm.glm.v1.v1_chat_ids; stops at `<eop>`.
 - ChatGLM2-6B (`tokenizer.build_prompt` + `tokenizer(prompt)`): `[gMASK] sop` then
   "[Round 1]\\n\\n问：{q}\\n\\n答：{a}\\n\\n…[Round n]\\n\\n问：{query}\\n\\n答：" as plain text; it
   knows no system role, so the system text goes before the first question; stops at `</s>`.
@@ -21,6 +22,7 @@ from typing import Any
 from kbqa.errors import LLMError
 from kbqa.llm.base import Message
 from kbqa.llm.glm.tokenizers import GlmTokenizerBase, SentencePieceGlmTokenizer, TiktokenGlmTokenizer
+from kbqa.llm.glm.v1 import V1Tokenizer, v1_chat_ids
 
 
 def qa_pairs(messages: Sequence[Message]) -> tuple[str, list[tuple[str, str]]]:
@@ -55,10 +57,14 @@ def chatglm2_prompt(query: str, history: Sequence[tuple[str, str]]) -> str:
     return text + f"[Round {len(history) + 1}]\n\n问：{query}\n\n答："
 
 
-def chat_ids(family: str, tokenizer: GlmTokenizerBase, messages: Sequence[Message]) -> list[int]:
+def chat_ids(family: str, tokenizer: GlmTokenizerBase | V1Tokenizer, messages: Sequence[Message]) -> list[int]:
     """The prompt token ids for `messages` (system/user/assistant), ending where the model answers."""
     if not messages:
         raise LLMError("no messages to answer")
+    if family == "chatglm-6b" and isinstance(tokenizer, V1Tokenizer):
+        return v1_chat_ids(tokenizer, messages)
+    if isinstance(tokenizer, V1Tokenizer):
+        raise LLMError(f"the ChatGLM-6B tokenizer does not fit the family {family!r}")
     if family == "chatglm2":
         query, history = qa_pairs(messages)
         return tokenizer.prefix() + tokenizer.encode_text(chatglm2_prompt(query, history))
@@ -76,7 +82,7 @@ def chat_ids(family: str, tokenizer: GlmTokenizerBase, messages: Sequence[Messag
     return [*ids, tokenizer.special("<|assistant|>")]
 
 
-def stop_ids(family: str, tokenizer: GlmTokenizerBase, config: dict[str, Any]) -> list[int]:
+def stop_ids(family: str, tokenizer: GlmTokenizerBase | V1Tokenizer, config: dict[str, Any]) -> list[int]:
     """Token ids that end the answer."""
     ids: list[int] = [tokenizer.eos_token_id]
     configured = config.get("eos_token_id")

@@ -13,14 +13,10 @@ from kbqa.errors import LLMError
 from kbqa.llm.glm.family import Detected, detect_family
 from kbqa.llm.glm.model import load_glm_model
 from kbqa.llm.glm.tokenizers import GlmTokenizerBase, load_tokenizer
+from kbqa.llm.glm.v1 import V1Tokenizer, load_v1_model, load_v1_tokenizer
 
 GGUF_ROUTE = ("convert the folder to GGUF with llama.cpp's convert_hf_to_gguf.py (ChatGLM3 and GLM-4; quantize it "
               "with llama-quantize, e.g. Q4_K_M) and set llm.backend: bundled, llm.model: /path/to/model.gguf")
-V1_ROUTE = ("ChatGLM-6B (v1) has no native kbqa port (its 2D positions and prefix attention differ from "
-            "ChatGLM2+); serve it with its own code under transformers 4.33 behind an OpenAI-compatible server "
-            "and set llm.backend: openai, or opt in to its remote code with llm.trust_remote_code: true "
-            "(works only on the transformers release its code was written for), or move to ChatGLM3-6B")
-
 
 def _bare(exc: LLMError, model_dir: Path) -> str:
     """The inner message without a repeated folder name."""
@@ -28,14 +24,13 @@ def _bare(exc: LLMError, model_dir: Path) -> str:
 
 
 def detect(model_dir: Path, config: dict[str, Any]) -> Detected:
-    detected = detect_family(model_dir, config)
-    if detected.family == "chatglm-6b":
-        raise LLMError(f"{model_dir}: detected {detected.label} ({detected.reason}). {V1_ROUTE}.")
-    return detected
+    return detect_family(model_dir, config)
 
 
-def native_tokenizer(model_dir: Path, detected: Detected) -> GlmTokenizerBase:
+def native_tokenizer(model_dir: Path, detected: Detected) -> GlmTokenizerBase | V1Tokenizer:
     try:
+        if detected.family == "chatglm-6b":
+            return load_v1_tokenizer(model_dir)
         return load_tokenizer(model_dir, detected.family)
     except LLMError as exc:
         raise LLMError(f"{model_dir}: detected {detected.label} ({detected.reason}); cannot load its tokenizer: "
@@ -57,7 +52,8 @@ def native_model(model_dir: Path, config: dict[str, Any], detected: Detected, *,
         except ImportError as exc:
             raise LLMError(f"{where}: llm.quantize={bits} needs bitsandbytes: pip install bitsandbytes") from exc
     try:
-        model = load_glm_model(model_dir, config, dtype)
+        model = (load_v1_model(model_dir, config, dtype) if detected.family == "chatglm-6b"
+                 else load_glm_model(model_dir, config, dtype))
         if bits:
             quantize_linears(model, bits, dtype)
         return model.to(device)
@@ -82,8 +78,9 @@ def quantize_linears(model: Any, bits: int, dtype: Any) -> None:
     import bitsandbytes as bnb
     import torch
 
-    for layer in model.model.layers:
-        for parent in (layer.self_attn, layer.mlp):
+    layers = model.model.layers if hasattr(model, "model") else model.transformer.layers
+    for layer in layers:
+        for parent in (getattr(layer, "self_attn", None) or layer.attention, layer.mlp):
             for name, child in list(parent.named_children()):
                 if not isinstance(child, torch.nn.Linear):
                     continue
