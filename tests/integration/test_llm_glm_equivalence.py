@@ -21,7 +21,8 @@ from kbqa.llm.hf import TransformersChatModel
 
 pytestmark = pytest.mark.integration
 
-LAYOUTS: dict[str, Layout] = {"chatglm-6b": "safetensors", "chatglm2": "sharded-bin", "chatglm3": "sharded-safetensors", "glm4": "safetensors"}
+LAYOUTS: dict[str, Layout] = {"chatglm-6b": "safetensors", "chatglm2": "sharded-bin",
+                              "chatglm3": "sharded-safetensors", "glm4": "safetensors"}
 
 
 def _messages(ref: dict[str, object]) -> list[Message]:
