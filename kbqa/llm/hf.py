@@ -1,9 +1,9 @@
-"""The `transformers` backend: a local model directory — ChatGLM2/3, GLM-4, or any HF chat model.
+"""The `transformers` backend: a local model directory — ChatGLM-6B/2/3, GLM-4, or any HF chat model.
 
-THUDM's ChatGLM2-6B / ChatGLM3-6B / GLM-4-9B-Chat folders (`model_type: chatglm`) load
-natively by default (kbqa.llm.glm): their weights renamed onto transformers' own
-`GlmForCausalLM`, kbqa's own tokenizers and chat formats — no code from the folder runs, so it
-keeps working as transformers changes. `llm.trust_remote_code: true` opts in to the folder's
+THUDM's ChatGLM-6B / ChatGLM2-6B / ChatGLM3-6B / GLM-4-9B-Chat folders (`model_type: chatglm`)
+load natively by default (kbqa.llm.glm): weights renamed onto transformers' own `GlmForCausalLM`
+(ChatGLM-6B v1: onto kbqa's own module), kbqa's own tokenizers and chat formats — no code from
+the folder runs, so it keeps working as transformers changes. `llm.trust_remote_code: true` opts in to the folder's
 own code instead (its `stream_chat`, its `quantize()`), for models kbqa has no port of.
 Everything else (GLM-4 -hf, Qwen, Llama, …) goes through the tokenizer's chat template. All
 generation is `generate` with a `TextIteratorStreamer` on a worker thread. Nothing is ever
