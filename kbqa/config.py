@@ -171,7 +171,11 @@ class LLMSettings(_Strict):
     """transformers: 'auto' (cuda → mps → cpu), 'cpu', 'cuda', 'cuda:1', 'mps'."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     quantize: int | None = None
-    """transformers ChatGLM-6B/2/3 on CUDA: 4 or 8 calls the model's own quantize(bits)."""
+    """transformers on CUDA: 4 or 8 loads the weights quantised by bitsandbytes (native ChatGLM/GLM-4 path
+    included); on CPU it is an error naming the GGUF route."""
+    trust_remote_code: bool = False
+    """transformers: run the Python code a model folder ships (off: ChatGLM-6B/2/3 and GLM-4 load through
+    kbqa's own code; other families with only remote code are refused with the reason)."""
     threads: int = Field(default=0, ge=0)
     """bundled: CPU threads for llama.cpp (0 = physical cores minus one, at least one)."""
     timeout_s: float = Field(default=120.0, gt=0)

@@ -156,10 +156,11 @@ class AnswerChain:
             return
 
         assert self.llm is not None
-        messages, sources = self._prompt(question, standalone, turns, sources, language)
-        yield Retrieved(sources)
         pieces: list[str] = []
         try:
+            # counting tokens loads the model's tokenizer: its failure falls back like a generation failure
+            messages, sources = self._prompt(question, standalone, turns, sources, language)
+            yield Retrieved(sources)
             for piece in self.llm.stream(messages, max_tokens=self.llm_settings.max_new_tokens,
                                          temperature=self.llm_settings.temperature):
                 if not pieces:

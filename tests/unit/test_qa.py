@@ -207,6 +207,18 @@ def test_llm_failure_falls_back_with_the_reason(settings: Settings, fake_loaders
     assert ans.mode == "extractive" and "refused the connection" in ans.note and "primed" in ans.text
 
 
+def test_a_tokenizer_failure_falls_back_instead_of_ending_the_answer(settings: Settings, fake_loaders,
+                                                                     tmp_path: Path) -> None:
+    from kbqa.errors import LLMError
+
+    class BadTokenizer(FakeChatModel):
+        def count_tokens(self, text: str) -> int:
+            raise LLMError("/models/chatglm3-6b (ChatGLM3): tokenizer.model is damaged")
+
+    ans = _kb(settings, fake_loaders, tmp_path, BadTokenizer()).ask("How do I start pump P-17?")
+    assert ans.mode == "extractive" and "tokenizer.model is damaged" in ans.note and "primed" in ans.text
+
+
 def test_a_looping_model_is_cut_short(settings: Settings, fake_loaders, tmp_path: Path) -> None:
     reply = "Pump P-17 must be primed [1].\n" + "The answer is the answer.\n" * 200
     llm = FakeChatModel(reply=reply)
