@@ -16,12 +16,15 @@ from kbqa.schema import Source
 from kbqa.tokenize import STOPWORDS, Tokenizer
 
 # Sentence ends: CJK punctuation, or . ; : ! ? followed by a capital/digit; and line breaks.
+_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 SENTENCE_END = re.compile(r"(?<=[。！？；!?])|(?<=[.;:])\s+(?=[A-Z0-9\\(\"'“])|\n+")
 
 
 def sentences(text: str) -> list[str]:
+    """Sentences of ≥ 4 characters (≥ 2 in Chinese: 两年。), cut at 300."""
     parts = (p.strip() for p in SENTENCE_END.split(text))
-    return [p if len(p) <= 300 else p[:300].rstrip() + "…" for p in parts if len(p) >= 4]
+    return [p if len(p) <= 300 else p[:300].rstrip() + "…" for p in parts
+            if len(p) >= 4 or (len(p) >= 2 and _CJK_CHAR.search(p))]
 
 
 def is_cjk_text(text: str) -> bool:
@@ -45,6 +48,43 @@ def cited(text: str) -> list[int]:
 
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+_CJK_NUMERAL = re.compile(r"[零〇一二两三四五六七八九十百千万]+")
+_CJK_DIGIT = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
+              "八": 8, "九": 9}
+_CJK_UNIT = {"十": 10, "百": 100, "千": 1000}
+
+
+def cjk_numeral_value(run: str) -> int | None:
+    """五百 → 500, 二十五 → 25, 一千四百五十 → 1450, 十五 → 15; None for what is not a numeral.
+
+    Hand-written because the check only needs the plain positional form Chinese manuals write
+    quantities in; the converters on PyPI also rewrite words that merely contain 一 or 万.
+    """
+    total = section = digit = 0
+    seen = False
+    for ch in run:
+        if ch in _CJK_DIGIT:
+            digit, seen = _CJK_DIGIT[ch], True
+        elif ch in _CJK_UNIT:
+            section += (digit or 1) * _CJK_UNIT[ch]
+            digit, seen = 0, True
+        elif ch == "万":
+            total += (section + digit) * 10000
+            section = digit = 0
+        else:
+            return None
+    return total + section + digit if seen else None
+
+
+def numbers_in(text: str, *, cjk: bool = False) -> set[str]:
+    """The numbers a text states, as digits; with `cjk`, Chinese numerals too (五百毫升 → 500)."""
+    found = set(_NUMBER.findall(text.replace(",", "")))
+    if cjk:
+        for run in _CJK_NUMERAL.findall(text):
+            value = cjk_numeral_value(run)
+            if value is not None:
+                found.add(str(value))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +96,38 @@ class SupportCheck:
     """Sentences whose marker pointed at a source that does not hold them, cited by the one that does."""
 
 
+class _Backing:
+    """Which sources back a sentence: its content terms (numbers aside) mostly occur in the source,
+    and every number it states occurs there too, written in digits or in Chinese numerals.
+
+    Only the source side reads Chinese numerals: in an answer, 一 or 万 inside ordinary words would
+    count as numbers the source never states.
+    """
+
+    def __init__(self, sources: Sequence[Source], tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.terms = {s.n: set(tokenizer.terms(s.text)) for s in sources}
+        self.numbers = {s.n: numbers_in(s.text, cjk=True) for s in sources}
+
+    def content(self, sentence: str) -> tuple[set[str], set[str]]:
+        body = strip_markers(sentence)
+        numbers = numbers_in(body)
+        terms = {t for t in self.tokenizer.terms(body) if t not in STOPWORDS and t not in numbers}
+        return terms, numbers
+
+    def share(self, n: int, terms: set[str], numbers: set[str]) -> float:
+        """Share of the terms source `n` holds; 0 when it lacks one of the numbers."""
+        if not numbers <= self.numbers[n]:
+            return 0.0
+        return len(terms & self.terms[n]) / len(terms) if terms else 1.0
+
+    def best(self, terms: set[str], numbers: set[str], need: float) -> int | None:
+        """The backing source sharing most terms (lowest number on a tie), or None."""
+        scored = [(self.share(n, terms, numbers), len(terms & self.terms[n]), -n) for n in self.terms]
+        ok = [x for x in scored if x[0] >= need]
+        return -max(ok, key=lambda x: (x[1], x[2]))[2] if ok else None
+
+
 def support_check(text: str, sources: Sequence[Source], tokenizer: Tokenizer) -> SupportCheck:
     """Keep the model's own sentences where a source backs them; fix or drop the rest.
 
@@ -65,31 +137,46 @@ def support_check(text: str, sources: Sequence[Source], tokenizer: Tokenizer) ->
     A cited sentence backed only by another source is re-cited by that one. Sentences with no
     content terms ("Yes.") are kept as they are.
     """
-    src_terms = {s.n: set(tokenizer.terms(s.text)) for s in sources}
-    src_numbers = {s.n: set(_NUMBER.findall(s.text.replace(",", ""))) for s in sources}
+    backing = _Backing(sources, tokenizer)
     out: list[str] = []
     dropped = recited = 0
     for sent in sentences(text):
-        own = [n for n in cited(sent) if n in src_terms]
-        body = strip_markers(sent)
-        terms = {t for t in tokenizer.terms(body) if t not in STOPWORDS}
-        if not terms:
+        own = [n for n in cited(sent) if n in backing.terms]
+        terms, numbers = backing.content(sent)
+        if not terms and not numbers:
             out.append(sent)
             continue
-        numbers = set(_NUMBER.findall(body.replace(",", "")))
-
-        def backs(n: int, need: float, numbers: set[str] = numbers, terms: set[str] = terms) -> bool:
-            return numbers <= src_numbers[n] and len(terms & src_terms[n]) / len(terms) >= need
-
-        if own and any(backs(n, 0.5) for n in own):
+        if own and any(backing.share(n, terms, numbers) >= 0.5 for n in own):
             out.append(sent)
             continue
-        best = [n for n in src_terms if backs(n, 0.6)]
-        if best:
-            n = max(best, key=lambda n: (len(terms & src_terms[n]), -n))
-            out.append(cite(body, n))
+        n = backing.best(terms, numbers, 0.6)
+        if n is not None:
+            out.append(cite(strip_markers(sent), n))
             recited += bool(own)
         else:
             dropped += 1
     joiner = "" if is_cjk_text(text) else " "
     return SupportCheck(joiner.join(out), dropped, recited)
+
+
+def attribute(text: str, sources: Sequence[Source], tokenizer: Tokenizer) -> str:
+    """Cite each sentence of an answer that cites nothing by the source backing it (≥ 60 %).
+
+    Used when the model gave no markers: small models often answer correctly but forget them,
+    and Qwen in Chinese often answers in one bare sentence. Sentences no source backs (made
+    up), questions the model echoes and sentences without content are dropped; the caller
+    replaces an answer left with nothing cited by the extractive one.
+    """
+    backing = _Backing(sources, tokenizer)
+    out: list[str] = []
+    for sent in sentences(text):
+        if sent.rstrip().endswith(("?", "？")):
+            continue
+        terms, numbers = backing.content(sent)
+        if not terms:
+            continue
+        n = backing.best(terms, numbers, 0.6)
+        if n is not None:
+            out.append(cite(sent, n))
+    joiner = "" if is_cjk_text(text) else " "
+    return joiner.join(out)

