@@ -15,16 +15,33 @@ from kbqa.prompts import detect_language
 from kbqa.schema import Source
 from kbqa.tokenize import STOPWORDS, Tokenizer
 
-# Sentence ends: CJK punctuation, or . ; : ! ? followed by a capital/digit; and line breaks.
+# Sentence ends: CJK punctuation; ! ? before a space (not red!75); . ; : before a capital/digit; line breaks.
 _CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
-SENTENCE_END = re.compile(r"(?<=[。！？；!?])|(?<=[.;:])\s+(?=[A-Z0-9\\(\"'“])|\n+")
+SENTENCE_END = re.compile(r"(?<=[。！？；])|(?<=[!?])(?=\s|$)|(?<=[.;:])\s+(?=[A-Z0-9\\(\"'“])|\n+")
+
+
+# Code a model writes: a fenced block (kept with the sentence that introduces it) or an inline
+# `span`; neither is split at the punctuation inside it (`\color{red!75}`, `a.b`).
+_CODE = re.compile(r"\s*```.*?(?:```|$)|`[^`\n]+`", re.S)
 
 
 def sentences(text: str) -> list[str]:
-    """Sentences of ≥ 4 characters (≥ 2 in Chinese: 两年。), cut at 300."""
-    parts = (p.strip() for p in SENTENCE_END.split(text))
-    return [p if len(p) <= 300 else p[:300].rstrip() + "…" for p in parts
-            if len(p) >= 4 or (len(p) >= 2 and _CJK_CHAR.search(p))]
+    """Sentences of ≥ 4 characters (≥ 2 in Chinese: 两年。), cut at 300 (code blocks kept whole)."""
+    code: list[str] = []
+
+    def hide(m: re.Match[str]) -> str:
+        code.append(m.group())
+        return f"\x00{len(code) - 1}\x00"
+
+    parts = (p.strip() for p in SENTENCE_END.split(_CODE.sub(hide, text)))
+    out: list[str] = []
+    for p in parts:
+        if len(p) < 4 and not (len(p) >= 2 and _CJK_CHAR.search(p)):
+            continue
+        if len(p) > 300 and "```" not in p:
+            p = p[:300].rstrip() + "…"
+        out.append(re.sub(r"\x00(\d+)\x00", lambda m: code[int(m.group(1))], p).strip())
+    return out
 
 
 def is_cjk_text(text: str) -> bool:
@@ -32,7 +49,14 @@ def is_cjk_text(text: str) -> bool:
 
 
 def cite(sentence: str, n: int) -> str:
-    """`sentence [n].` — the marker goes before the closing punctuation, no space in Chinese."""
+    """`sentence [n].` — the marker goes before the closing punctuation, no space in Chinese;
+    before a code block the sentence brings (`For example [1]:` + the block), never after its fence."""
+    fence = sentence.find("```")
+    if fence > 0:
+        head, block = sentence[:fence].rstrip(), sentence[fence:]
+        m = re.search(r"[:：]$", head)
+        body, end = (head[: m.start()], m.group()) if m else (head, "")
+        return f"{cite(body, n)}{end}\n{block}"
     m = re.search(r"[.。!！;；]+$", sentence)
     body, end = (sentence[: m.start()], m.group()) if m else (sentence, "")
     space = "" if is_cjk_text(body[-12:]) else " "
@@ -104,16 +128,20 @@ class _Backing:
     count as numbers the source never states.
     """
 
-    def __init__(self, sources: Sequence[Source], tokenizer: Tokenizer) -> None:
+    def __init__(self, sources: Sequence[Source], tokenizer: Tokenizer, question: str = "") -> None:
         self.tokenizer = tokenizer
         self.terms = {s.n: set(tokenizer.terms(s.text)) for s in sources}
         self.numbers = {s.n: numbers_in(s.text, cjk=True) for s in sources}
+        self.given_terms = set(tokenizer.terms(question))
+        self.given_numbers = numbers_in(question, cjk=True)
 
     def content(self, sentence: str) -> tuple[set[str], set[str]]:
+        """What the sentence adds to the question: its content terms and numbers that the question
+        does not already hold ("50 rows" in the question is not a figure the answer invents)."""
         body = strip_markers(sentence)
         numbers = numbers_in(body)
         terms = {t for t in self.tokenizer.terms(body) if t not in STOPWORDS and t not in numbers}
-        return terms, numbers
+        return terms - self.given_terms, numbers - self.given_numbers
 
     def share(self, n: int, terms: set[str], numbers: set[str]) -> float:
         """Share of the terms source `n` holds; 0 when it lacks one of the numbers."""
@@ -128,16 +156,17 @@ class _Backing:
         return -max(ok, key=lambda x: (x[1], x[2]))[2] if ok else None
 
 
-def support_check(text: str, sources: Sequence[Source], tokenizer: Tokenizer) -> SupportCheck:
+def support_check(text: str, sources: Sequence[Source], tokenizer: Tokenizer, question: str = "") -> SupportCheck:
     """Keep the model's own sentences where a source backs them; fix or drop the rest.
 
     A sentence is backed by a source when ≥ 60 % of its content terms occur in it (50 % for the
     source it cites itself) and every number it states occurs there too — the failure this
     guards against is a sourced-looking wrong figure ("50 ml" where the manual says 500 ml).
-    A cited sentence backed only by another source is re-cited by that one. Sentences with no
-    content terms ("Yes.") are kept as they are.
+    A cited sentence backed only by another source is re-cited by that one. Terms and numbers
+    the question holds count as given. Sentences with nothing beyond them ("Yes.", "Both can be
+    highlighted in one listing.") are kept as they are.
     """
-    backing = _Backing(sources, tokenizer)
+    backing = _Backing(sources, tokenizer, question)
     out: list[str] = []
     dropped = recited = 0
     for sent in sentences(text):
@@ -159,15 +188,16 @@ def support_check(text: str, sources: Sequence[Source], tokenizer: Tokenizer) ->
     return SupportCheck(joiner.join(out), dropped, recited)
 
 
-def attribute(text: str, sources: Sequence[Source], tokenizer: Tokenizer) -> str:
+def attribute(text: str, sources: Sequence[Source], tokenizer: Tokenizer, question: str = "") -> str:
     """Cite each sentence of an answer that cites nothing by the source backing it (≥ 60 %).
 
     Used when the model gave no markers: small models often answer correctly but forget them,
     and Qwen in Chinese often answers in one bare sentence. Sentences no source backs (made
     up), questions the model echoes and sentences without content are dropped; the caller
-    replaces an answer left with nothing cited by the extractive one.
+    replaces an answer left with nothing cited by the extractive one. Sentences that only restate
+    the question are dropped too.
     """
-    backing = _Backing(sources, tokenizer)
+    backing = _Backing(sources, tokenizer, question)
     out: list[str] = []
     for sent in sentences(text):
         if sent.rstrip().endswith(("?", "？")):

@@ -6,21 +6,22 @@ failed to index makes `kbqa index` exit 1 after the full report.
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kbqa.cli_common import STYLE as _STYLE
+from kbqa.cli_common import ConfigOpt, HomeOpt, JsonOpt, KbOpt, err, out
+from kbqa.cli_common import cli_settings as _settings
+from kbqa.cli_common import errors as _errors
+from kbqa.cli_common import print_json as _print_json
+from kbqa.cli_kb import kb_app
 from kbqa.cli_models import models_app
-from kbqa.config import Settings, load_settings
 from kbqa.errors import KbqaError
 from kbqa.kb import KnowledgeBase
 from kbqa.schema import Answer, FileResult, IngestReport, Retrieved, Source
@@ -31,45 +32,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-kb_app = typer.Typer(help="Manage knowledge bases.", no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
 app.add_typer(models_app, name="models")
 
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.", show_default=False)]
-HomeOpt = Annotated[
-    Path | None, typer.Option("--home", help="Folder holding knowledge/ and vector_store/ (env KBQA_HOME).")
-]
-KbOpt = Annotated[str | None, typer.Option("--kb", help="Knowledge base name (default: settings.default_kb).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
 T = TypeVar("T")
-
-
-def _settings(config: Path | None, home: Path | None) -> Settings:
-    overrides: dict[str, Any] = {"home": home} if home else {}
-    return load_settings(config, **overrides)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except KbqaError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: everything committed so far is kept; rerun to finish.")
-        raise typer.Exit(130) from None
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=1) + "\n")
-
-
-_STYLE = {"added": "green", "updated": "cyan", "unchanged": "dim", "removed": "magenta", "failed": "bold red"}
 
 
 def _print_report(report: IngestReport) -> None:
@@ -462,68 +428,6 @@ def migrate(
     else:
         out.print(f"{data['knowledge_base']}: {data['vectors']} vectors moved from {before} to {after}",
                   highlight=False)
-
-
-@kb_app.command("list")
-def kb_list(as_json: JsonOpt = False, config: ConfigOpt = None, home: HomeOpt = None) -> None:
-    """List knowledge bases.  Example: kbqa kb list"""
-    with _errors():
-        names = KnowledgeBase.list_names(_settings(config, home))
-    if as_json:
-        _print_json({"knowledge_bases": names})
-    else:
-        for name in names:
-            out.print(name)
-
-
-@kb_app.command("create")
-def kb_create(name: str, config: ConfigOpt = None, home: HomeOpt = None) -> None:
-    """Create an empty knowledge base.  Example: kbqa kb create manuals"""
-    with _errors(), KnowledgeBase.create(name, _settings(config, home)) as base:
-        out.print(f"created {name}: put files in {base.knowledge_dir} and run `kbqa index --kb {name}`")
-
-
-@kb_app.command("delete")
-def kb_delete(
-    name: str,
-    keep_files: Annotated[bool, typer.Option("--keep-files", help="Delete only the index.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
-    config: ConfigOpt = None,
-    home: HomeOpt = None,
-) -> None:
-    """Delete a knowledge base (its index, and its copied files unless --keep-files).
-
-    Example: kbqa kb delete manuals --yes
-    """
-    if not yes:
-        typer.confirm(f"Delete knowledge base {name!r}?", abort=True)
-    with _errors():
-        KnowledgeBase.delete(name, _settings(config, home), keep_files=keep_files)
-    out.print(f"deleted {name}")
-
-
-@kb_app.command("info")
-def kb_info(name: Annotated[str | None, typer.Argument()] = None, as_json: JsonOpt = False,
-            config: ConfigOpt = None, home: HomeOpt = None) -> None:
-    """Show a knowledge base's files, chunk counts, embedding model and size.
-
-    Example: kbqa kb info manuals
-    """
-    with _errors():
-        settings = _settings(config, home)
-        with KnowledgeBase.open(name or settings.default_kb, settings) as base:
-            stats, files = base.stats(), base.files()
-    if as_json:
-        _print_json({**stats, "file_list": files})
-        return
-    emb = stats["embedding"]
-    out.print(f"[bold]{stats['name']}[/]: {stats['files']} files ({stats['failed_files']} failed), "
-              f"{stats['chunks']} chunks, {stats['index_bytes'] / 1e6:.1f} MB; "
-              f"embedding {emb['model_id']} ({emb['dimension']}-d); vectors in {stats['vectors']}")
-    for f in files:
-        note = f" — {f['reason']}" if f["reason"] else ""
-        out.print(f"  {f['file']}  [{_STYLE.get('failed' if f['status'] == 'failed' else 'added')}]"
-                  f"{f['status']}[/] {f['chunks']} chunks{note}", highlight=False)
 
 
 def main() -> None:

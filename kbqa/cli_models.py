@@ -12,29 +12,17 @@ from contextlib import contextmanager
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
+from kbqa.cli_common import err, out
+from kbqa.cli_common import errors as _errors
 from kbqa.errors import KbqaError
 from kbqa.models import DEFAULT_MODEL, MODELS, ensure, get_model, models_dir, status, verify
 from kbqa.models import Progress as ProgressFn
 
 models_app = typer.Typer(help="List, assemble and verify the bundled answering models.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except KbqaError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-
-
 @contextmanager
 def _bar(label: str) -> Iterator[ProgressFn]:
     with Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),

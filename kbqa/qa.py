@@ -32,6 +32,7 @@ from kbqa.context import focus_sources
 from kbqa.embeddings import KbqaEmbeddings
 from kbqa.errors import LLMError
 from kbqa.llm.base import ChatBackend, Message
+from kbqa.model_text import DONT_KNOW, clean_markers, drop_dangling, drop_scaffolding, looping, norm_text
 from kbqa.prompts import (
     QUOTES_LABEL,
     condense_messages,
@@ -57,16 +58,6 @@ class Searcher(Protocol):
     def has_phrase(self, terms: Sequence[str]) -> bool: ...
 
 
-# [3], [1, 2], [1][2], 【1】, [source 2], [^2] — what models write; normalised to [n].
-_MARKER = re.compile(r"[\[【]\s*(?:\^|source\s*|来源\s*|文档\s*)?(\d{1,2}(?:\s*[,，、]\s*\d{1,2})*)\s*[\]】]", re.I)
-# A reply that says the sources do not hold the answer.
-_DONT_KNOW = re.compile(
-    r"(not (?:found|mentioned|provided|contained|available|covered) in|do(?:es)? not (?:contain|mention|provide|say)|"
-    r"(?:no|not enough) information|cannot (?:find|answer)|can't (?:find|answer)|i don'?t know|"
-    r"unable to (?:find|answer)|"
-    r"没有(?:提到|提及|相关|找到|包含)|未(?:提到|提及|找到)|无法(?:回答|找到|确定)|不知道)",
-    re.I,
-)
 # A follow-up that leans on the previous turn: pronouns, ellipsis, "and …?", "…呢".
 _FOLLOW_UP_EN = re.compile(
     r"\b(it|its|they|them|their|this|that|these|those|he|she|one|ones|former|latter|above|same|other|"
@@ -167,7 +158,7 @@ class AnswerChain:
                     timings["first_token"] = _ms(t)
                 pieces.append(piece)
                 yield piece
-                if len(pieces) % 16 == 0 and _looping("".join(pieces)):
+                if len(pieces) % 16 == 0 and looping("".join(pieces)):
                     break  # closing the generator stops the backend
         except LLMError as exc:
             if self.settings.fallback == "never":
@@ -316,15 +307,15 @@ class AnswerChain:
 
     def _finish(self, raw: str, question: str, sources: list[Source], base: Answer) -> Answer:
         valid = {s.n for s in sources}
-        text = _drop_dangling(_clean_markers(_drop_scaffolding(raw, sources), valid))
+        text = drop_dangling(clean_markers(drop_scaffolding(raw, sources), valid))
         cited = _cited(text)
-        if _DONT_KNOW.search(text) and len(text) < 400:
+        if DONT_KNOW.search(text) and len(text) < 400:
             return replace(base, text=_strip_markers(text), refused=True, mode="refused", sources=sources, cited=[],
                            note="the LLM found no answer in the retrieved sources")
         guarded = self.guarded()
         checked: list[str] = []
         if cited and not guarded:  # a capable model's own words, each sentence held to the source it cites
-            check = support_check(text, sources, self.tokenizer)
+            check = support_check(text, sources, self.tokenizer, question)
             if check.dropped:
                 checked.append(f"{check.dropped} sentence(s) no source supports were dropped")
             if check.recited:
@@ -333,12 +324,12 @@ class AnswerChain:
         if guarded or not cited:
             # A small model's own markers are unreliable: every sentence is re-checked against
             # the sources and cited by the one it comes from; unsupported ones are dropped.
-            attributed = attribute(_strip_markers(text) if guarded else text, sources, self.tokenizer)
+            attributed = attribute(_strip_markers(text) if guarded else text, sources, self.tokenizer, question)
             if _cited(attributed) or self.settings.fallback != "never":
                 text = attributed
                 cited = _cited(text)
         if cited or self.settings.fallback == "never":
-            by_model = bool(_cited(_clean_markers(raw, valid)))
+            by_model = bool(_cited(clean_markers(raw, valid)))
             notes = [] if by_model or not cited else ["citations added by matching answer sentences to sources"]
             notes += checked
             if guarded:
@@ -370,8 +361,8 @@ class AnswerChain:
     def _with_quotes(self, text: str, question: str, sources: Sequence[Source], language: str
                      ) -> tuple[str, list[int]]:
         draft = self.extract(question, sources, min_ratio=0.85)  # only quotes nearly as good as the best
-        have = _norm_text(_strip_markers(text))
-        quotes = [q for q in _sentences(draft.text) if _norm_text(_strip_markers(q)) not in have]
+        have = norm_text(_strip_markers(text))
+        quotes = [q for q in _sentences(draft.text) if norm_text(_strip_markers(q)) not in have]
         if not quotes:
             return text, _cited(text)
         label = QUOTES_LABEL.get(language, QUOTES_LABEL["en"])
@@ -405,69 +396,6 @@ def _leans_on_history(question: str, language: str) -> bool:
     if language == "zh":
         return bool(_FOLLOW_UP_ZH.search(question)) or len(question) <= 8
     return bool(_FOLLOW_UP_EN.search(question)) or len(question.split()) <= 4
-
-
-
-
-def _clean_markers(text: str, valid: set[int]) -> str:
-    """Normalise every marker to `[n]` and drop those that point to no source."""
-
-    def fix(m: re.Match[str]) -> str:
-        nums = [int(x) for x in re.findall(r"\d+", m.group(1))]
-        return "".join(f"[{n}]" for n in dict.fromkeys(nums) if n in valid)
-
-    text = _MARKER.sub(fix, text)
-    # Qwen often puts the marker after the full stop ("两年。[1]", "clicks. [1]"): move it before,
-    # where it stays with its sentence when the answer is split.
-    text = re.sub(r"([。！？；])[ \t]*((?:\[\d+\])+)", r"\2\1", text)
-    text = re.sub(r'(?<=[^\s.])([.!?;])[ \t]*((?:\[\d+\])+)(?=\s+[A-Z0-9"“(]|\s*$)', r" \2\1", text)
-    return re.sub(r"[ \t]+([.,;。，；])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
-
-
-
-def _looping(text: str) -> bool:
-    """The model repeats itself: some line or sentence of ≥ 8 characters occurs 3+ times."""
-    seen: dict[str, int] = {}
-    for part in re.split(r"\n+|(?<=[.!?。！？])\s+", text):
-        part = part.strip()
-        if len(part) >= 8:
-            seen[part] = seen.get(part, 0) + 1
-            if seen[part] >= 3:
-                return True
-    return False
-
-
-_SCAFFOLD = re.compile(r"^\s*(?:the\s+)?(?:sources?|answer|question|context|资料|回答|问题)\s*[:：]?\s*$", re.I)
-
-
-def _drop_scaffolding(text: str, sources: Sequence[Source]) -> str:
-    """Remove what small models echo from the prompt: label lines, source header lines,
-    and repeated lines (kept once)."""
-    headers = {f"[{s.n}] {s.file}" for s in sources}
-    out: list[str] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if _SCAFFOLD.match(stripped) or any(stripped.startswith(h) for h in headers):
-            continue
-        if stripped and stripped in (o.strip() for o in out):
-            continue
-        out.append(line)
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
-
-
-def _drop_dangling(text: str) -> str:
-    """Remove a trailing lead-in the model never finished ("… The answer is:")."""
-    parts = _sentences(text)
-    if len(parts) > 1 and parts[-1].rstrip().endswith((":", "：")):
-        cut = text.rfind(parts[-1])
-        return text[:cut].rstrip() if cut > 0 else text
-    return text
-
-
-def _norm_text(text: str) -> str:
-    return "".join(text.lower().split()).rstrip(".。")
-
-
 
 
 def _cut_to_tokens(llm: ChatBackend, source: Source, budget: int, language: str) -> str:

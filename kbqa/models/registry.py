@@ -134,7 +134,7 @@ MODELS: dict[str, ModelSpec] = {
             languages=("zh", "en"),
             small=True,
             context_window=4096,
-            install="pip install 'kbqa[qwen0.5b]'",
+            install="pip install -e '.[qwen0-5b]' (in the kbqa checkout)",
         ),
         ModelSpec(
             name="smollm2",

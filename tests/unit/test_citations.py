@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kbqa.citations import attribute, cjk_numeral_value, numbers_in, sentences, support_check
-from kbqa.qa import _clean_markers
+from kbqa.citations import attribute, cite, cjk_numeral_value, numbers_in, sentences, support_check
+from kbqa.model_text import clean_markers as _clean_markers
 from kbqa.schema import Source
 from kbqa.tokenize import Tokenizer
 
@@ -68,3 +68,26 @@ def test_attribute_drops_echoed_questions_and_made_up_sentences() -> None:
 ])
 def test_markers_after_the_full_stop_move_before_it(raw: str, clean: str) -> None:
     assert _clean_markers(raw, {1, 2}) == clean
+
+
+def test_code_is_never_split_and_a_block_stays_with_its_sentence() -> None:
+    text = ("Use `\\color{red!75}` for a tint. For example:\n```latex\n\\toprule\nA & B \\\\\n```\n"
+            "Done. It mixes red!75 with white.")
+    assert sentences(text) == ["Use `\\color{red!75}` for a tint.",
+                               "For example:\n```latex\n\\toprule\nA & B \\\\\n```",
+                               "Done.", "It mixes red!75 with white."]
+    # The marker goes before the block, never after its closing fence (that would break the fence).
+    assert cite("For example:\n```latex\n\\toprule\n```", 2) == "For example [2]:\n```latex\n\\toprule\n```"
+
+
+def test_what_the_question_states_is_not_invented() -> None:
+    """"50 rows" is the user's; a figure the answer adds must still be in the source."""
+    rows = [Source(n=1, file="xcolor.pdf", path="xcolor.pdf", page=40, heading=None, score=1.0,
+                   text="The command \\rowcolors{start}{odd}{even} colours alternate table rows.")]
+    question = "I have a table with 50 rows; how do I colour every other row?"
+    answer = "For the 50 rows, use the \\rowcolors command."
+    assert attribute(answer, rows, TOK, question) == "For the 50 rows, use the \\rowcolors command [1]."
+    assert attribute(answer, rows, TOK) == ""  # without the question, 50 is a number no source states
+    assert attribute("For the 60 rows, use the \\rowcolors command.", rows, TOK, question) == ""
+    # Restating the question adds nothing a source backs: dropped.
+    assert attribute("To colour every other row of a table with 50 rows.", rows, TOK, question) == ""

@@ -13,8 +13,8 @@ from kbqa.config import Settings
 from kbqa.errors import LLMError
 from kbqa.kb import KnowledgeBase
 from kbqa.llm import as_langchain
+from kbqa.model_text import clean_markers as _clean_markers
 from kbqa.prompts import detect_language, qa_messages
-from kbqa.qa import _clean_markers
 from kbqa.refusal import specific_words
 from kbqa.schema import Answer, Retrieved, Source
 from kbqa.testing import FakeChatModel, FakeEmbeddings
