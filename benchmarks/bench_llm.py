@@ -3,7 +3,8 @@ decode tokens/s, and the peak RSS of a full `kbqa ask` process.
 
     python benchmarks/bench_llm.py [--threads 0] [--runs 3]
 
-Saves benchmarks/results/llm.json. The ask RSS is measured on the sample knowledge base
+Saves benchmarks/results/llm.json (`--threads N`: llm-threadsN.json). The ask RSS is measured on the sample
+knowledge base
 (`kbqa index knowledge/samples --kb samples` first if needed) in a child process.
 """
 
@@ -86,7 +87,8 @@ def main() -> None:
     if args.transformers:
         result["transformers_fp32"] = _transformers_speed(messages, llm.path)
     print(json.dumps(result, indent=1))
-    out = ROOT / "benchmarks/results/llm.json"
+    name = f"llm-threads{args.threads}.json" if args.threads else "llm.json"  # llm.json: the default threads
+    out = ROOT / "benchmarks/results" / name
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"saved {out.relative_to(ROOT)}")
 

@@ -280,10 +280,15 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# KBQA_* variables that are read where they are used, not settings: the config file's path and the
+# model cache (`kbqa.models.assemble.models_dir`; set for a whole machine, not per config).
+_NOT_SETTINGS = ("KBQA_CONFIG", "KBQA_MODELS_DIR")
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith("KBQA_") or name in ("KBQA_CONFIG",):
+        if not name.startswith("KBQA_") or name in _NOT_SETTINGS:
             continue
         keys = name[len("KBQA_"):].lower().split("__")
         node = out

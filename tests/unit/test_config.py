@@ -23,6 +23,12 @@ def test_yaml_env_and_keyword_precedence(tmp_path: Path) -> None:
     assert s.retrieval.k == 3
 
 
+def test_the_model_cache_variable_is_not_a_setting(tmp_path: Path) -> None:
+    """KBQA_MODELS_DIR (the README's model cache) once made every command fail: 'models_dir: Extra inputs'."""
+    s = load_settings(environ={"KBQA_MODELS_DIR": str(tmp_path), "KBQA_CONFIG": "", "KBQA_RETRIEVAL__K": "4"})
+    assert s.retrieval.k == 4
+
+
 def test_bad_values_name_the_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="chunk_overlap"):
         load_settings(environ={}, splitter={"chunk_size": 100, "chunk_overlap": 100})
