@@ -11,12 +11,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kbqa.prompts import detect_language
+from kbqa.prompts import CJK_CHAR, detect_language
 from kbqa.schema import Source
 from kbqa.tokenize import STOPWORDS, Tokenizer
 
 # Sentence ends: CJK punctuation; ! ? before a space (not red!75); . ; : before a capital/digit; line breaks.
-_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 SENTENCE_END = re.compile(r"(?<=[。！？；])|(?<=[!?])(?=\s|$)|(?<=[.;:])\s+(?=[A-Z0-9\\(\"'“])|\n+")
 
 
@@ -36,7 +35,7 @@ def sentences(text: str) -> list[str]:
     parts = (p.strip() for p in SENTENCE_END.split(_CODE.sub(hide, text)))
     out: list[str] = []
     for p in parts:
-        if len(p) < 4 and not (len(p) >= 2 and _CJK_CHAR.search(p)):
+        if len(p) < 4 and not (len(p) >= 2 and CJK_CHAR.search(p)):
             continue
         if len(p) > 300 and "```" not in p:
             p = p[:300].rstrip() + "…"

@@ -23,6 +23,8 @@ from kbqa.models import DEFAULT_MODEL, MODELS, ensure, get_model, models_dir, st
 from kbqa.models import Progress as ProgressFn
 
 models_app = typer.Typer(help="List, assemble and verify the bundled answering models.", no_args_is_help=True)
+
+
 @contextmanager
 def _bar(label: str) -> Iterator[ProgressFn]:
     with Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),

@@ -40,7 +40,6 @@ def clean_markers(text: str, valid: set[int]) -> str:
     return re.sub(r"[ \t]+([.,;。，；])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
 
 
-
 def looping(text: str) -> bool:
     """The model repeats itself: some line or sentence of ≥ 8 characters occurs 3+ times."""
     seen: dict[str, int] = {}

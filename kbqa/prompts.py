@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from kbqa.llm.base import Message
 from kbqa.schema import Source
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]+")
 
 SYSTEM = {
@@ -73,7 +73,7 @@ CONDENSE = {
 
 def detect_language(text: str) -> str:
     """'zh' if the text is mostly Chinese characters (counted against Latin words), else 'en'."""
-    cjk = len(_CJK.findall(text))
+    cjk = len(CJK_CHAR.findall(text))
     latin = len(_LATIN.findall(text))
     return "zh" if cjk and cjk >= latin else "en"
 
