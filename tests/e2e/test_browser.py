@@ -124,7 +124,12 @@ def test_upload_index_ask_cite(server: str, tmp_path: Path) -> None:
             shot("answer")
 
             cited.first.locator("summary").click()
+            # Opening the source reruns the script; a click that lands mid-rerun is dropped by the
+            # browser session, so wait for the run to end, as a person sees the page settle.
+            settle()
+            toggle = cited.first.get_by_role("switch", name="Show the page")
             cited.first.get_by_text("Show the page").click()
+            expect(toggle).to_be_checked(timeout=30_000)
             expect(cited.first.get_by_role("img")).to_be_visible(timeout=60_000)
             settle()
             cited.first.get_by_role("img").scroll_into_view_if_needed()
