@@ -6,25 +6,31 @@ failed to index makes `kbqa index` exit 1 after the full report.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from kbqa.cli_common import STYLE as _STYLE
 from kbqa.cli_common import ConfigOpt, HomeOpt, JsonOpt, KbOpt, err, out
 from kbqa.cli_common import cli_settings as _settings
 from kbqa.cli_common import errors as _errors
 from kbqa.cli_common import print_json as _print_json
 from kbqa.cli_kb import kb_app
 from kbqa.cli_models import models_app
+from kbqa.cli_output import (
+    print_answer_sources,
+    print_footer,
+    print_report,
+    print_sources,
+    stream_answer,
+    with_progress,
+)
 from kbqa.errors import KbqaError
-from kbqa.kb import KnowledgeBase
-from kbqa.schema import Answer, FileResult, IngestReport, Retrieved, Source
+from kbqa.schema import Answer
+from kbqa.warm import WarmServer, source_from_json
+
+# Modules that load models, numpy or LangChain are imported inside the commands that need them:
+# `kbqa search` answered by a running `kbqa serve` (kbqa/warm.py) imports none of them.
 
 app = typer.Typer(
     help="kbqa: index a folder of documents, search it and ask questions with cited answers (Chinese and English).",
@@ -35,37 +41,7 @@ app = typer.Typer(
 app.add_typer(kb_app, name="kb")
 app.add_typer(models_app, name="models")
 
-T = TypeVar("T")
-
-
-def _print_report(report: IngestReport) -> None:
-    table = Table(title="Index report", show_lines=False)
-    table.add_column("file", overflow="fold")
-    table.add_column("status")
-    table.add_column("chunks", justify="right")
-    table.add_column("note", overflow="fold")
-    for f in report.files:
-        note = f.reason or "; ".join(f.warnings)
-        table.add_row(f.file, f"[{_STYLE[f.status]}]{f.status}[/]", str(f.chunks or ""), note)
-    out.print(table)
-    counts = report.to_json()["counts"]
-    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    out.print(f"{summary or 'no files'} — {report.chunks_embedded} chunks embedded in {report.seconds:.1f}s")
-
-
-def _with_progress(fn: Callable[[Callable[[int, int, FileResult], None]], T], quiet: bool) -> T:
-    if quiet:
-        return fn(lambda *_: None)
-    with Progress(
-        TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.description}"), console=err, transient=True,
-    ) as bar:
-        task = bar.add_task("", total=None)
-
-        def update(done: int, total: int, result: FileResult) -> None:
-            bar.update(task, completed=done, total=total, description=result.file[-50:])
-
-        return fn(update)
+LocalOpt = Annotated[bool, typer.Option("--local", help="Run in this process even when `kbqa serve` is running.")]
 
 
 @app.command()
@@ -83,36 +59,27 @@ def index(
 
     Example: kbqa index ~/manuals --kb manuals
     """
+    from kbqa.kb import KnowledgeBase
+
     with _errors():
         if path is not None and not path.expanduser().exists():
             raise KbqaError(f"{path}: no such file or folder")
         settings = _settings(config, home)
         with KnowledgeBase.create(kb or settings.default_kb, settings, exist_ok=True) as base:
             if rebuild:
-                report = _with_progress(base.rebuild, as_json)
+                report = with_progress(base.rebuild, as_json)
                 if path is not None:
-                    report = _with_progress(lambda p: base.add(path, p), as_json)
+                    report = with_progress(lambda p: base.add(path, p), as_json)
             elif path is not None:
-                report = _with_progress(lambda p: base.add(path, p), as_json)
+                report = with_progress(lambda p: base.add(path, p), as_json)
             else:
-                report = _with_progress(base.sync, as_json)
+                report = with_progress(base.sync, as_json)
     if as_json:
         _print_json(report.to_json())
     else:
-        _print_report(report)
+        print_report(report)
     if report.failed:
         raise typer.Exit(1)
-
-
-def _print_sources(sources: list[Source]) -> None:
-    if not sources:
-        out.print("[yellow]No matching passages in the knowledge base.[/]")
-        return
-    for s in sources:
-        where = f"{s.file}" + (f" p.{s.page}" if s.page else "") + (f" — {s.heading}" if s.heading else "")
-        out.print(f"[bold][{s.n}][/] {where}  [dim](score {s.score:.2f})[/]", highlight=False)
-        snippet = " ".join(s.text.split())
-        out.print(f"    {snippet[:300]}{'…' if len(snippet) > 300 else ''}", highlight=False)
 
 
 @app.command()
@@ -122,76 +89,33 @@ def search(
     k: Annotated[int | None, typer.Option("-k", help="How many sources.")] = None,
     min_score: Annotated[float | None, typer.Option("--min-score", help="Drop sources below this 0–1 score.")] = None,
     as_json: JsonOpt = False,
+    local: LocalOpt = False,
     config: ConfigOpt = None,
     home: HomeOpt = None,
 ) -> None:
     """Retrieve the most relevant passages (no LLM), with file, page and a 0–1 score.
 
+    When `kbqa serve` runs with the same settings, the search runs there (its models are loaded).
+
     Example: kbqa search "how do I shrink Helvetica next to Times" --kb manuals --json
     """
     with _errors():
         settings = _settings(config, home)
-        with KnowledgeBase.open(kb or settings.default_kb, settings) as base:
-            sources = base.search(query, k=k, min_score=min_score)
-            if base.store.count() == 0:
-                err.print(f"[yellow]knowledge base {base.name!r} has nothing indexed yet[/]: "
-                          f"run `kbqa index --kb {base.name}` (or `kbqa index PATH --kb {base.name}`)")
+        name = kb or settings.default_kb
+        server = None if local else WarmServer.find(settings)
+        data = server.search(name, query, k, min_score) if server is not None else None
+        if data is None or not data["sources"]:  # an empty result is worth the local run: it explains why
+            from kbqa.kb import KnowledgeBase
+
+            with KnowledgeBase.open(name, settings) as base:
+                data = {"sources": [s.to_json() for s in base.search(query, k=k, min_score=min_score)]}
+                if base.store.count() == 0:
+                    err.print(f"[yellow]knowledge base {base.name!r} has nothing indexed yet[/]: "
+                              f"run `kbqa index --kb {base.name}` (or `kbqa index PATH --kb {base.name}`)")
     if as_json:
-        _print_json({"sources": [s.to_json() for s in sources]})
+        _print_json(data)
     else:
-        _print_sources(sources)
-
-
-def _print_answer_sources(answer: Answer) -> None:
-    cited = set(answer.cited)
-    for s in answer.sources:
-        if cited and s.n not in cited:
-            continue
-        where = f"{s.file}" + (f" p.{s.page}" if s.page else "") + (f" — {s.heading}" if s.heading else "")
-        snippet = " ".join(s.text.split())
-        out.print(f"  [bold][{s.n}][/] {where} — [dim]\"{snippet[:160]}{'…' if len(snippet) > 160 else ''}\" "
-                  f"(score {s.score:.2f})[/]", highlight=False)
-
-
-def _print_footer(answer: Answer, stats: bool) -> None:
-    by = {"generative": answer.model, "extractive": "extractive (source sentences)", "refused": "refused"}[answer.mode]
-    line = f"answered by {by}" + (f" — {answer.note}" if answer.note else "")
-    if stats:
-        t = answer.timings_ms
-        decode_s = (t.get("generate", 0.0) - t.get("first_token", 0.0)) / 1000
-        rate = f", {answer.tokens / decode_s:.1f} tokens/s" if answer.tokens > 1 and decode_s > 0 else ""
-        first = f", first token {t['first_token']:.0f} ms" if "first_token" in t else ""
-        line += (f"\nretrieve {t.get('retrieve', 0):.0f} ms, generate {t.get('generate', 0):.0f} ms{first}, "
-                 f"total {t.get('total', 0):.0f} ms{rate}")
-    err.print(f"[dim]{line}[/]", highlight=False)
-
-
-def _stream_answer(pieces: Iterator[str | Retrieved | Answer], show_stream: bool) -> Answer:
-    """Print pieces as they come; if the final text differs (fallback), print that instead.
-
-    The sources the model reads are named on stderr before its first token."""
-    streamed: list[str] = []
-    for item in pieces:
-        if isinstance(item, Retrieved):
-            if show_stream:
-                where = "  ".join(f"[{s.n}] {s.file}" + (f" p.{s.page}" if s.page else "") for s in item.sources)
-                err.print(f"[dim]reading {escape(where)}[/]", highlight=False)
-            continue
-        if isinstance(item, Answer):
-            if show_stream:
-                if "".join(streamed).strip() != item.text.strip():
-                    if streamed:
-                        out.print()
-                        label = "with citations" if item.mode == "generative" else f"{item.mode} answer"
-                        out.print(f"[dim]── {label} ──[/]")
-                    out.print(item.text, highlight=False, markup=False)
-                else:
-                    out.print()
-            return item
-        streamed.append(item)
-        if show_stream:
-            out.print(item, end="", highlight=False, markup=False)
-    raise KbqaError("the answer chain ended without an answer")
+        print_sources([source_from_json(s) for s in data["sources"]])
 
 
 StatsOpt = Annotated[bool, typer.Option("--stats", help="Print timings and tokens/s.")]
@@ -210,28 +134,45 @@ def ask(
     as_json: JsonOpt = False,
     explain: Annotated[bool, typer.Option("--explain", help="With --json: add mode, model, cited, note.")] = False,
     stats: StatsOpt = False,
+    local: LocalOpt = False,
     config: ConfigOpt = None,
     home: HomeOpt = None,
 ) -> None:
     """Answer a question from the knowledge base, citing sources as [n] (or say it is not there).
 
+    When `kbqa serve` runs with the same settings, the question is answered there (models loaded).
+
     Example: kbqa ask "What rule commands does booktabs provide?" --kb manuals
     """
     with _errors():
         settings = _settings(config, home)
-        with KnowledgeBase.open(kb or settings.default_kb, settings) as base:
-            if base.store.count() == 0:
-                raise KbqaError(f"knowledge base {base.name!r} has nothing indexed yet: "
-                                f"run `kbqa index PATH --kb {base.name}`")
+        name = kb or settings.default_kb
+        server = None if local else WarmServer.find(settings)
+        timeout = settings.llm.timeout_s + 60.0
+        data: dict[str, Any] | None = None
+        answer: Answer | None = None
+        if server is not None and server.count(name):
             if as_json:
-                answer = base.ask(question, k=k, min_score=min_score)
-            else:
-                answer = _stream_answer(base.ask_stream(question, k=k, min_score=min_score), True)
-    if as_json:
-        _print_json(answer.to_json(extended=explain))
+                data = server.ask(name, question, k, min_score, explain, timeout)
+            elif (served := server.ask_stream(name, question, k, min_score, timeout)) is not None:
+                answer = stream_answer(served, True)
+        if data is None and answer is None:
+            from kbqa.kb import KnowledgeBase
+
+            with KnowledgeBase.open(name, settings) as base:
+                if base.store.count() == 0:
+                    raise KbqaError(f"knowledge base {base.name!r} has nothing indexed yet: "
+                                    f"run `kbqa index PATH --kb {base.name}`")
+                if as_json:
+                    data = base.ask(question, k=k, min_score=min_score).to_json(extended=explain)
+                else:
+                    answer = stream_answer(base.ask_stream(question, k=k, min_score=min_score), True)
+    if data is not None:
+        _print_json(data)
         return
-    _print_answer_sources(answer)
-    _print_footer(answer, stats)
+    assert answer is not None
+    print_answer_sources(answer)
+    print_footer(answer, stats)
 
 
 @app.command()
@@ -250,6 +191,8 @@ def chat(
 
     Example: kbqa chat --kb manuals
     """
+    from kbqa.kb import KnowledgeBase
+
     with _errors():
         settings = _settings(config, home)
         with KnowledgeBase.open(kb or settings.default_kb, settings) as base:
@@ -271,9 +214,9 @@ def chat(
                     history.clear()
                     err.print("[dim]conversation cleared[/]")
                     continue
-                answer = _stream_answer(base.ask_stream(question, history, k=k, min_score=min_score), True)
-                _print_answer_sources(answer)
-                _print_footer(answer, stats)
+                answer = stream_answer(base.ask_stream(question, history, k=k, min_score=min_score), True)
+                print_answer_sources(answer)
+                print_footer(answer, stats)
                 history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.text}]
 
 
@@ -327,6 +270,8 @@ def remove(
 
     Example: kbqa remove old-manual.pdf --kb manuals
     """
+    from kbqa.kb import KnowledgeBase
+
     with _errors():
         settings = _settings(config, home)
         with KnowledgeBase.open(kb or settings.default_kb, settings) as base:
@@ -351,6 +296,7 @@ def eval_cmd(
     Example: kbqa eval eval/dev_en.jsonl --kb en-manuals --verbose --plot eval-en.png
     """
     from kbqa.eval import evaluate_answers, evaluate_retrieval, load_questions, plot_report
+    from kbqa.kb import KnowledgeBase
 
     with _errors():
         qs = load_questions(questions)
@@ -384,6 +330,8 @@ def eval_cmd(
                   f"{a['citation_precision']:.3f}  ask p50 {a['ask_p50_ms']:.0f} ms / p95 {a['ask_p95_ms']:.0f} ms  "
                   f"modes {a['modes']}", highlight=False)
     if verbose and answers is not None:
+        from rich.table import Table
+
         table = Table(show_lines=False)
         for col in ("id", "ok", "mode", "cited", "answer"):
             table.add_column(col, overflow="fold")
@@ -415,6 +363,8 @@ def migrate(
     Example: kbqa migrate --kb manuals --to http://127.0.0.1:19530
     Example: kbqa migrate --kb manuals --to faiss
     """
+    from kbqa.kb import KnowledgeBase
+
     with _errors():
         settings = _settings(config, home)
         with KnowledgeBase.open(kb or settings.default_kb, settings) as base:

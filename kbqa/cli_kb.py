@@ -1,4 +1,6 @@
-"""`kbqa kb list | create | delete | info`: managing knowledge bases, registered in `kbqa/cli.py`."""
+"""`kbqa kb list | create | delete | info`: managing knowledge bases, registered in `kbqa/cli.py`.
+
+`kbqa.kb` is imported by each command, so loading the CLI for another command does not pay for it."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ from typing import Annotated
 import typer
 
 from kbqa.cli_common import STYLE, ConfigOpt, HomeOpt, JsonOpt, cli_settings, errors, out, print_json
-from kbqa.kb import KnowledgeBase
 
 kb_app = typer.Typer(help="Manage knowledge bases.", no_args_is_help=True)
 
@@ -15,6 +16,8 @@ kb_app = typer.Typer(help="Manage knowledge bases.", no_args_is_help=True)
 @kb_app.command("list")
 def kb_list(as_json: JsonOpt = False, config: ConfigOpt = None, home: HomeOpt = None) -> None:
     """List knowledge bases.  Example: kbqa kb list"""
+    from kbqa.kb import KnowledgeBase
+
     with errors():
         names = KnowledgeBase.list_names(cli_settings(config, home))
     if as_json:
@@ -27,6 +30,8 @@ def kb_list(as_json: JsonOpt = False, config: ConfigOpt = None, home: HomeOpt = 
 @kb_app.command("create")
 def kb_create(name: str, config: ConfigOpt = None, home: HomeOpt = None) -> None:
     """Create an empty knowledge base.  Example: kbqa kb create manuals"""
+    from kbqa.kb import KnowledgeBase
+
     with errors(), KnowledgeBase.create(name, cli_settings(config, home)) as base:
         out.print(f"created {name}: put files in {base.knowledge_dir} and run `kbqa index --kb {name}`")
 
@@ -43,6 +48,8 @@ def kb_delete(
 
     Example: kbqa kb delete manuals --yes
     """
+    from kbqa.kb import KnowledgeBase
+
     if not yes:
         typer.confirm(f"Delete knowledge base {name!r}?", abort=True)
     with errors():
@@ -57,6 +64,8 @@ def kb_info(name: Annotated[str | None, typer.Argument()] = None, as_json: JsonO
 
     Example: kbqa kb info manuals
     """
+    from kbqa.kb import KnowledgeBase
+
     with errors():
         settings = cli_settings(config, home)
         with KnowledgeBase.open(name or settings.default_kb, settings) as base:

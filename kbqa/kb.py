@@ -13,21 +13,23 @@ import re
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kbqa.config import Settings, load_settings
-from kbqa.embeddings import KbqaEmbeddings, make_embeddings
 from kbqa.errors import ConfigError, KbqaError, KnowledgeBaseExistsError, KnowledgeBaseNotFoundError
-from kbqa.index import Indexer, ProgressFn, scan_folder, sha256_file, shown_name, unusable_entries
-from kbqa.llm import ChatBackend, make_chat_model
-from kbqa.loaders import Loaders
-from kbqa.qa import AnswerChain, History
-from kbqa.retriever import HybridRetriever, KbqaLangchainRetriever
 from kbqa.schema import Answer, FileResult, IngestReport, Retrieved, Source
 from kbqa.splitter import ChineseRecursiveSplitter
 from kbqa.store import CATALOG_FILE, ChunkStore, drop_outside_vectors, recorded_vectors
 from kbqa.store.backends import strip_credentials
 from kbqa.tokenize import TERMS_VERSION, Tokenizer
+
+if TYPE_CHECKING:  # imported where used: `kbqa search` must not pay for indexing, the LLM stack or LangChain
+    from kbqa.embeddings import KbqaEmbeddings
+    from kbqa.index import Indexer, ProgressFn
+    from kbqa.llm import ChatBackend
+    from kbqa.loaders import Loaders
+    from kbqa.qa import AnswerChain, History
+    from kbqa.retriever import HybridRetriever, KbqaLangchainRetriever
 
 _NAME = re.compile(r"^[\w][\w.\-]{0,63}$", re.UNICODE)
 
@@ -42,6 +44,8 @@ def validate_kb_name(name: str) -> str:
 
 def _same_content(src: Path, dest: Path) -> bool:
     """True if dest is already a copy of src (copy2 keeps mtime, so size+mtime is the fast path)."""
+    from kbqa.index import sha256_file
+
     if not dest.is_file():
         return False
     a, b = src.stat(), dest.stat()
@@ -128,6 +132,8 @@ class KnowledgeBase:
     @property
     def embeddings(self) -> KbqaEmbeddings:
         if self._embeddings is None:
+            from kbqa.embeddings import make_embeddings
+
             self._embeddings = make_embeddings(self.settings.embedding)
         return self._embeddings
 
@@ -135,6 +141,8 @@ class KnowledgeBase:
     def llm(self) -> ChatBackend | None:
         """The answering model from `settings.llm` (None for the 'extractive' backend); loads on first use."""
         if not self._llm_built:
+            from kbqa.llm import make_chat_model
+
             self._llm = make_chat_model(self.settings.llm)
             self._llm_built = True
         return self._llm
@@ -142,6 +150,8 @@ class KnowledgeBase:
     @property
     def loaders(self) -> Loaders:
         if self._loaders is None:
+            from kbqa.loaders import Loaders
+
             self._loaders = Loaders(self.settings.loaders)
         return self._loaders
 
@@ -209,6 +219,9 @@ class KnowledgeBase:
 
     # -- indexing ------------------------------------------------------------------------
     def _indexer(self) -> Indexer:
+        from kbqa.index import Indexer
+        from kbqa.loaders import Loaders
+
         # Worker processes rebuild the loaders from settings, so only the stock Loaders can use them.
         stock = type(self.loaders) is Loaders
         return Indexer(self.store, self.loaders, self._splitter, self.embeddings, self._tokenizer, self._split_key(),
@@ -226,6 +239,8 @@ class KnowledgeBase:
         Files are copied (not linked) so the index never points at files that move.
         Re-adding the same folder mirrors it: files deleted there since are removed here.
         """
+        from kbqa.index import scan_folder, shown_name, unusable_entries
+
         try:
             src = Path(path).expanduser().resolve()
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
@@ -326,6 +341,8 @@ class KnowledgeBase:
 
     # -- reading -------------------------------------------------------------------------
     def retriever(self) -> HybridRetriever:
+        from kbqa.retriever import HybridRetriever
+
         return HybridRetriever(self.store, self.embeddings, self._tokenizer, self.settings.retrieval)
 
     def search(self, query: str, k: int | None = None, min_score: float | None = None) -> list[Source]:
@@ -333,6 +350,8 @@ class KnowledgeBase:
         return self.retriever().search(query, k, min_score)
 
     def answer_chain(self) -> AnswerChain:
+        from kbqa.qa import AnswerChain
+
         return AnswerChain(self.retriever(), self.llm, self.settings.answer, self.settings.llm, self._tokenizer,
                            self.embeddings)
 
@@ -358,6 +377,8 @@ class KnowledgeBase:
         return self.answer_chain().stream(question, history, k=k, min_score=min_score)
 
     def as_langchain_retriever(self, k: int | None = None) -> KbqaLangchainRetriever:
+        from kbqa.retriever import KbqaLangchainRetriever
+
         return KbqaLangchainRetriever(retriever=self.retriever(), k=k or self.settings.retrieval.k)
 
     def files(self) -> list[dict[str, Any]]:

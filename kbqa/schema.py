@@ -7,9 +7,10 @@ langchain `Document` appears only at the edges (see `to_document`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from langchain_core.documents import Document
+if TYPE_CHECKING:
+    from langchain_core.documents import Document
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,8 @@ class Source:
         return d
 
     def to_document(self) -> Document:
+        from langchain_core.documents import Document
+
         meta = self.to_json()
         meta.pop("text")
         meta["chunk_id"] = self.chunk_id

@@ -1,5 +1,8 @@
 """`kbqa serve`: run the REST API (kbqa.api) with uvicorn, safely.
 
+While it runs, `kbqa search` and `kbqa ask` with the same settings send their questions to it
+(kbqa/warm.py): its models are loaded already.
+
 It binds to 127.0.0.1 by default. Any other address exposes the knowledge bases to the
 network, so it is refused unless a bearer token is set (`api.token` in the config, or env
 `KBQA_API__TOKEN`); every request must then carry `Authorization: Bearer <token>`.
@@ -7,10 +10,14 @@ network, so it is refused unless a bearer token is set (`api.token` in the confi
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 from kbqa.errors import ConfigError
 from kbqa.ui_launch import is_loopback
+
+log = logging.getLogger(__name__)
 
 
 def check_exposure(host: str, token: str) -> None:
@@ -39,8 +46,26 @@ def serve(host: str | None = None, port: int | None = None, config: Path | None 
     app = create_app(settings, api, warm_up=True)
     import uvicorn
 
+    from kbqa.warm import remove_record, write_record
+
+    class RecordingServer(uvicorn.Server):
+        """Records its address for `kbqa search`/`ask` (kbqa/warm.py) once its socket is bound."""
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started and not self.should_exit:
+                try:
+                    bound = self.servers[0].sockets[0].getsockname()
+                    write_record(settings, str(self.config.host), int(bound[1]))
+                except (OSError, IndexError) as exc:
+                    log.warning("could not record the server for the CLI to reuse: %s", exc)
+
+    server = RecordingServer(uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=False,
+                                            server_header=False))
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False, server_header=False)
-    except KeyboardInterrupt:
-        return 130
+        server.run()
+    except KeyboardInterrupt:  # Ctrl-C is how a server is stopped (uvicorn.run swallows it too)
+        pass
+    finally:
+        remove_record(settings)
     return 0

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-
-from langchain_text_splitters import RecursiveCharacterTextSplitter
+from typing import Any
 
 from kbqa.config import SplitterSettings
 from kbqa.schema import Chunk, Section
@@ -54,14 +53,23 @@ class ChineseRecursiveSplitter:
 
     def __init__(self, settings: SplitterSettings) -> None:
         self.settings = settings
-        self._splitter = RecursiveCharacterTextSplitter(
-            separators=SEPARATORS,
-            keep_separator="end",
-            chunk_size=settings.chunk_size,
-            chunk_overlap=settings.chunk_overlap,
-            strip_whitespace=True,
-            add_start_index=False,
-        )
+        self._lc_splitter: Any = None
+
+    @property
+    def _splitter(self) -> Any:
+        """langchain's splitter, built on first use: opening a KB to search needs only the fingerprint."""
+        if self._lc_splitter is None:
+            from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+            self._lc_splitter = RecursiveCharacterTextSplitter(
+                separators=SEPARATORS,
+                keep_separator="end",
+                chunk_size=self.settings.chunk_size,
+                chunk_overlap=self.settings.chunk_overlap,
+                strip_whitespace=True,
+                add_start_index=False,
+            )
+        return self._lc_splitter
 
     def fingerprint(self) -> dict[str, object]:
         return {"kind": "chinese-recursive", **self.settings.model_dump()}

@@ -12,10 +12,18 @@ import functools
 import logging
 import re
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from kbqa.jieba_query import QueryJieba
+
+log = logging.getLogger(__name__)
 
 TERMS_VERSION = 2
 """Bumped whenever `Tokenizer.terms` changes output, so indexes re-derive their keyword terms."""
+SHORT_CJK_CHARS = 256
+"""A text with at most this many CJK characters is cut by `QueryJieba` (same words, no 0.5 s dictionary
+load) until something longer has made the tokenizer load jieba's whole dictionary."""
 
 _CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 _LATIN_TOKEN = re.compile(r"[0-9a-z\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff]+")
@@ -49,7 +57,29 @@ class Tokenizer:
 
     def __init__(self) -> None:
         self._jieba: Any = None
+        self._short: QueryJieba | Literal[False] | None = None  # False: unavailable
         self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        """Load jieba's whole dictionary now (~0.5 s), e.g. in a server before its first question."""
+        self._cut()
+
+    def _short_cutter(self, runs: list[str]) -> Any:
+        """A jieba tokenizer for these few short runs: `QueryJieba`'s, or the full one if that fails."""
+        if self._short is None:
+            with self._lock:
+                if self._short is None:
+                    from kbqa.errors import KbqaError
+                    from kbqa.jieba_query import QueryJieba
+
+                    try:
+                        self._short = QueryJieba()
+                    except KbqaError as exc:
+                        log.warning("short-text jieba unavailable (%s); loading the whole dictionary", exc)
+                        self._short = False
+        if self._short is False or self._jieba is not None:
+            return self._cut()
+        return self._short.tokenizer_for(runs)
 
     def _cut(self) -> Any:
         if self._jieba is None:
@@ -72,9 +102,13 @@ class Tokenizer:
         out: list[str] = []
         text = text.lower()
         pos = 0
-        for run in _CJK_RUN.finditer(text):
+        runs = list(_CJK_RUN.finditer(text))
+        cutter: Any = None
+        if runs and self._jieba is None and sum(r.end() - r.start() for r in runs) <= SHORT_CJK_CHARS:
+            cutter = self._short_cutter([r.group() for r in runs])
+        for run in runs:
             out.extend(_stem(w) for w in _LATIN_TOKEN.findall(text, pos, run.start()))
-            out.extend(w for w in self._cut().cut_for_search(run.group()) if w.strip())
+            out.extend(w for w in (cutter or self._cut()).cut_for_search(run.group()) if w.strip())
             pos = run.end()
         out.extend(_stem(w) for w in _LATIN_TOKEN.findall(text, pos))
         return out

@@ -58,11 +58,14 @@ When the server has a token (`api.token`, env `KBQA_API__TOKEN`), every route ex
 
 
 def _warm_up(resources: Resources) -> None:
-    """Load the embedding model now, so the first question does not wait for it."""
+    """Load the embedding model and jieba's dictionary now, so the first question waits for neither."""
     try:
         resources.embeddings.warm_up()
     except KbqaError as exc:  # the first request that needs the model reports it properly
         log.warning("could not load the embedding model: %s", exc)
+    warm_tokenizer = getattr(resources.tokenizer, "warm_up", None)
+    if warm_tokenizer is not None:
+        warm_tokenizer()
 
 
 def create_app(settings: Settings | None = None, api: APISettings | None = None, *,

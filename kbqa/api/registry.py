@@ -19,6 +19,7 @@ Concurrency, conservatively:
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -33,6 +34,7 @@ from kbqa.errors import KbqaError, KnowledgeBaseNotFoundError
 from kbqa.kb import KnowledgeBase, validate_kb_name
 from kbqa.llm import ChatBackend, make_chat_model
 from kbqa.loaders import Loaders
+from kbqa.store import CATALOG_FILE
 from kbqa.tokenize import Tokenizer
 
 from .errors import ConflictError
@@ -102,6 +104,29 @@ class _Reader:
     kb: KnowledgeBase
     users: int = 0
     retired: bool = False
+    catalog_id: tuple[int, int] | None = None  # (device, inode) of the catalog file it opened
+
+    def __post_init__(self) -> None:
+        self.catalog_id = _catalog_id(self.kb)
+
+    def stale(self) -> bool:
+        """Changed on disk by another process since it was opened: `kbqa index` committed (the
+        catalog's generation moved past the vectors in memory), or a rebuild swapped the folder."""
+        store = self.kb._store
+        if store is None or _catalog_id(self.kb) != self.catalog_id:
+            return True
+        try:
+            return bool(store.catalog.generation != store.vectors.generation)
+        except KbqaError:
+            return True
+
+
+def _catalog_id(kb: KnowledgeBase) -> tuple[int, int] | None:
+    try:
+        st = os.stat(kb.index_dir / CATALOG_FILE)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 @dataclass
@@ -179,18 +204,23 @@ class KBRegistry:
     # -- public ---------------------------------------------------------------------------
     @contextmanager
     def reading(self, name: str) -> Iterator[KnowledgeBase]:
-        """The shared reader instance of `name`, held until the block ends."""
+        """The shared reader instance of `name`, held until the block ends.
+
+        A reader that another process changed on disk (see `_Reader.stale`) is replaced first,
+        so answers match what a fresh `kbqa search` would give; while this server writes the KB
+        itself, readers keep the index as it was (module docstring).
+        """
         entry = self._entry(name)
         reader: _Reader | None = None
         with entry.guard:
-            if entry.reader is not None:
+            if entry.reader is not None and (entry.write_lock.locked() or not entry.reader.stale()):
                 reader = entry.reader
                 reader.users += 1
         if reader is None:
             with entry.write_lock:
                 with entry.guard:
                     current = entry.reader
-                if current is None:
+                if current is None or current.stale():
                     self._replace_reader(entry, self._open(name))
                 with entry.guard:
                     reader = entry.reader

@@ -63,7 +63,7 @@ class KbqaEmbeddings(Embeddings, ABC):
         `batch_size` caps how many texts go through the model at once (default: the model's
         `batch_size`). Empty strings are fine; they get the model's embedding of empty input.
         """
-        items = _as_text_list(texts)
+        items = as_text_list(texts)
         size = self.batch_size if batch_size is None else batch_size
         if size < 1:
             raise ValueError(f"batch_size must be >= 1, got {size}")
@@ -78,7 +78,7 @@ class KbqaEmbeddings(Embeddings, ABC):
 
     def encode_queries(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Embed search queries: like `encode`, with the model's `query_prompt` in front."""
-        items = _as_text_list(texts)
+        items = as_text_list(texts)
         if self.query_prompt:
             items = [self.query_prompt + t for t in items]
         return self.encode(items, batch_size)
@@ -129,7 +129,7 @@ class LazyModel:
         return self._loaded
 
 
-def _as_text_list(texts: Sequence[str]) -> list[str]:
+def as_text_list(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("encode() takes a sequence of strings, not a single string; wrap it in a list")
     items = list(texts)

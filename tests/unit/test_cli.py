@@ -14,8 +14,8 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def _fakes(monkeypatch: pytest.MonkeyPatch, fake_loaders) -> None:
-    monkeypatch.setattr("kbqa.kb.make_embeddings", lambda _settings: FakeEmbeddings())
-    monkeypatch.setattr("kbqa.kb.Loaders", lambda _settings: fake_loaders)
+    monkeypatch.setattr("kbqa.embeddings.make_embeddings", lambda _settings: FakeEmbeddings())
+    monkeypatch.setattr("kbqa.loaders.Loaders", lambda _settings: fake_loaders)
 
 
 def _src(tmp_path: Path) -> Path:

@@ -30,8 +30,8 @@ def test_answer_correct_needs_every_string() -> None:
 
 def test_cli_eval_reports_retrieval_answers_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       fake_loaders) -> None:
-    monkeypatch.setattr("kbqa.kb.make_embeddings", lambda _s: FakeEmbeddings())
-    monkeypatch.setattr("kbqa.kb.Loaders", lambda _s: fake_loaders)
+    monkeypatch.setattr("kbqa.embeddings.make_embeddings", lambda _s: FakeEmbeddings())
+    monkeypatch.setattr("kbqa.loaders.Loaders", lambda _s: fake_loaders)
     monkeypatch.setenv("KBQA_LLM__BACKEND", "fake")
     src = tmp_path / "docs"
     src.mkdir()

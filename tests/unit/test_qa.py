@@ -243,8 +243,8 @@ def test_langchain_chat_model_face() -> None:
 
 
 def test_cli_ask_json_and_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_loaders) -> None:
-    monkeypatch.setattr("kbqa.kb.make_embeddings", lambda _s: FakeEmbeddings())
-    monkeypatch.setattr("kbqa.kb.Loaders", lambda _s: fake_loaders)
+    monkeypatch.setattr("kbqa.embeddings.make_embeddings", lambda _s: FakeEmbeddings())
+    monkeypatch.setattr("kbqa.loaders.Loaders", lambda _s: fake_loaders)
     monkeypatch.setenv("KBQA_LLM__BACKEND", "fake")
     src = tmp_path / "docs"
     src.mkdir()
