@@ -78,6 +78,13 @@ class RetrievalSettings(_Strict):
     """Sources scoring below this (0–1 scale) are not returned."""
     fusion: Literal["linear", "rrf"] = "linear"
     """How dense and keyword results are ordered; the shown score is always the linear one."""
+    reranker: str = "auto"
+    """Rerank stage (kbqa/rerank.py): auto (the bundled English cross-encoder for Latin-script
+    questions), none, or a local cross-encoder folder (every language)."""
+    rerank_depth: int = Field(default=10, ge=1, le=200)
+    """Places (pages or sections, after merging) the reranker reads, best fused first."""
+    rerank_weight: float = Field(default=0.3, ge=0, le=1)
+    """Share of the reranker's 0–1 score in a reranked place's relevance (the rest: fusion's)."""
     dense_floor: float | None = Field(default=None, ge=-1, le=1)
     dense_ceiling: float | None = Field(default=None, ge=-1, le=1)
     """Cosine similarities are mapped linearly from [floor, ceiling] onto the 0–1 scale. None (YAML
@@ -193,7 +200,7 @@ class LLMSettings(_Strict):
 
 
 class AnswerSettings(_Strict):
-    min_score: float = Field(default=0.18, ge=0, le=1)
+    min_score: float = Field(default=0.33, ge=0, le=1)
     """Refusal threshold: if no source scores at least this (0–1 scale), the answer is
     'not found in the knowledge base' and the LLM is not called. Calibrated on the dev set by
     benchmarks/calibrate_refusal.py (middle of the range with the best refusal accuracy at ≤ 5 % false refusals)."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kbqa.config import Settings, load_settings
 from kbqa.errors import ConfigError, KbqaError, KnowledgeBaseExistsError, KnowledgeBaseNotFoundError
+from kbqa.rerank import Reranker
 from kbqa.schema import Answer, FileResult, IngestReport, Retrieved, Source
 from kbqa.splitter import ChineseRecursiveSplitter
 from kbqa.store import CATALOG_FILE, ChunkStore, drop_outside_vectors, recorded_vectors
@@ -66,6 +67,7 @@ class KnowledgeBase:
         loaders: Loaders | None = None,
         tokenizer: Tokenizer | None = None,
         llm: ChatBackend | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self.name = validate_kb_name(name)
         self.settings = settings or load_settings()
@@ -76,6 +78,8 @@ class KnowledgeBase:
         self._store: ChunkStore | None = None
         self._llm = llm
         self._llm_built = llm is not None
+        self._reranker = reranker
+        self._reranker_built = reranker is not None
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -136,6 +140,18 @@ class KnowledgeBase:
 
             self._embeddings = make_embeddings(self.settings.embedding)
         return self._embeddings
+
+    @property
+    def reranker(self) -> Reranker | None:
+        """The rerank stage from `retrieval.reranker` (None = off); its model loads on the first question."""
+        if not self._reranker_built:
+            from kbqa.rerank import make_reranker
+
+            device = self.settings.embedding.device
+            self._reranker = make_reranker(self.settings.retrieval.reranker, self.settings.home,
+                                           "cpu" if device == "auto" else device)
+            self._reranker_built = True
+        return self._reranker
 
     @property
     def llm(self) -> ChatBackend | None:
@@ -343,7 +359,8 @@ class KnowledgeBase:
     def retriever(self) -> HybridRetriever:
         from kbqa.retriever import HybridRetriever
 
-        return HybridRetriever(self.store, self.embeddings, self._tokenizer, self.settings.retrieval)
+        return HybridRetriever(self.store, self.embeddings, self._tokenizer, self.settings.retrieval,
+                               self.reranker)
 
     def search(self, query: str, k: int | None = None, min_score: float | None = None) -> list[Source]:
         """Ranked sources for a query (no LLM). Scores are 0–1, higher is more relevant."""

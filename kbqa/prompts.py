@@ -7,14 +7,12 @@ from them and to cite the numbers.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
+from kbqa.lang import CJK_CHAR as CJK_CHAR  # re-exported: callers import them from here too
+from kbqa.lang import detect_language as detect_language
 from kbqa.llm.base import Message
 from kbqa.schema import Source
-
-CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LATIN = re.compile(r"[A-Za-z]+")
 
 SYSTEM = {
     "en": (
@@ -69,13 +67,6 @@ CONDENSE = {
     "zh": "根据对话，把最后一个问题改写成不依赖上下文、可以单独理解的完整问题，保留它所指的名称、代码和数字"
           "（例如错误代码、型号）原样不变。只输出改写后的问题。",
 }
-
-
-def detect_language(text: str) -> str:
-    """'zh' if the text is mostly Chinese characters (counted against Latin words), else 'en'."""
-    cjk = len(CJK_CHAR.findall(text))
-    latin = len(_LATIN.findall(text))
-    return "zh" if cjk and cjk >= latin else "en"
 
 
 def not_found_text(language: str) -> str:

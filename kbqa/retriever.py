@@ -30,7 +30,8 @@ from langchain_core.retrievers import BaseRetriever
 from kbqa.config import RetrievalSettings
 from kbqa.embeddings import KbqaEmbeddings
 from kbqa.embeddings.base import model_dense_range
-from kbqa.schema import Source
+from kbqa.rerank import Reranker
+from kbqa.schema import Chunk, Source
 from kbqa.store import ChunkStore
 from kbqa.tokenize import Tokenizer
 
@@ -53,11 +54,13 @@ class HybridRetriever:
         embeddings: KbqaEmbeddings,
         tokenizer: Tokenizer,
         settings: RetrievalSettings,
+        reranker: Reranker | None = None,
     ) -> None:
         self.store = store
         self.embeddings = embeddings
         self.tokenizer = tokenizer
         self.settings = settings
+        self.reranker = reranker
 
     def dense_bounds(self) -> tuple[float, float]:
         """The cosine band mapped onto 0–1: `retrieval.dense_floor/ceiling`, or the model's own."""
@@ -113,15 +116,30 @@ class HybridRetriever:
             candidates.sort(key=lambda c: (-c.rrf, -c.score, c.int_id))
         else:
             candidates.sort(key=lambda c: (-c.score, c.int_id))
+        places = merge_places(candidates, rows)
+        if self.reranker is not None and places:
+            self._rerank(query, places[: s.rerank_depth], rows)
+            places.sort(key=lambda p: -p.score)  # stable: unreranked ties keep fusion's order
         out: list[Source] = []
-        for c in candidates:
-            if c.score < threshold:
+        for place in places:
+            if place.score < threshold:
                 continue
-            ch = rows[c.int_id].chunk
-            out.append(Source(len(out) + 1, ch.file, ch.path, ch.page, ch.heading, c.score, ch.text, ch.id))
+            ch = rows[place.best.int_id].chunk
+            out.append(Source(len(out) + 1, ch.file, ch.path, ch.page, ch.heading, place.score,
+                              place.text, ch.id))
             if len(out) == k:
                 break
         return out
+
+    def _rerank(self, query: str, places: list[Place], rows: dict[int, Any]) -> None:
+        """Blend the reranker's 0–1 score into each place's relevance (None = no evidence: unchanged)."""
+        assert self.reranker is not None
+        w = self.settings.rerank_weight
+        texts = [_rerank_text(rows[p.best.int_id].chunk) for p in places]
+        for place, rr in zip(places, self.reranker.score(query, texts), strict=True):
+            place.rerank = rr
+            if rr is not None:
+                place.score = (1 - w) * place.fused + w * rr
 
     def doc_freqs(self, terms: Sequence[str]) -> dict[str, int]:
         """How many chunks contain each term (terms no chunk contains are absent or 0)."""
@@ -147,6 +165,91 @@ def _coverage(idf: dict[str, float], chunk_terms: set[str]) -> float:
     if total <= 0:
         return 0.0
     return sum(w for t, w in idf.items() if t in chunk_terms) / total
+
+
+@dataclass(slots=True)
+class Place:
+    """One page (or one run of overlapping chunks of a page-less section): one source slot."""
+
+    best: Candidate
+    members: list[Candidate]
+    text: str
+    fused: float
+    score: float
+    rerank: float | None = None
+
+
+def place_key(ch: Chunk) -> tuple[str, int | str]:
+    """Chunks of one page share a place; page-less chunks are grouped by section, then by overlap."""
+    return (ch.path, ch.page) if ch.page is not None else (ch.path, "\x00" + ch.heading)
+
+
+def merge_places(candidates: Sequence[Candidate], rows: dict[int, Any]) -> list[Place]:
+    """Group ranked chunks into places, in the order of each place's best chunk.
+
+    A page-less section splits into several places where its candidate chunks do not
+    overlap or touch (a long Markdown section is many places, its overlapping neighbours one).
+    """
+    groups: dict[tuple[str, int | str], list[list[Candidate]]] = {}
+    order: list[list[Candidate]] = []
+    for c in candidates:
+        if c.int_id not in rows:
+            continue
+        ch = rows[c.int_id].chunk
+        runs = groups.setdefault(place_key(ch), [])
+        run = runs[0] if ch.page is not None and runs else next(
+            (r for r in runs if any(_touch(rows[m.int_id].chunk, ch) for m in r)), None)
+        if run is None:
+            run = []
+            runs.append(run)
+            order.append(run)
+        run.append(c)
+    return [Place(run[0], run, _stitch([rows[m.int_id].chunk for m in run]), run[0].score, run[0].score)
+            for run in order]
+
+
+def _touch(a: Chunk, b: Chunk) -> bool:
+    """Whether two chunks of one section overlap or meet (their spans share or adjoin a character)."""
+    return a.heading == b.heading and a.start <= b.start + len(b.text) and b.start <= a.start + len(a.text)
+
+
+_MAX_STITCH = 3  # chunks joined into one place's text at most: a source stays a passage, not a page dump
+
+
+def _stitch(chunks: Sequence[Chunk]) -> str:
+    """The best chunk's text, extended by the place's other chunks that overlap or adjoin it.
+
+    Chunks overlap by `splitter.chunk_overlap` characters; `start` (offset in the section)
+    tells how much of a neighbour is new. Chunks that do not touch the growing span (another
+    section of the same page) stay out: their own text is already in the index.
+    """
+    best = chunks[0]
+    lo, text = best.start, best.text
+    used = 1
+    grew = True
+    while grew and used < _MAX_STITCH:
+        grew = False
+        for ch in chunks[1:]:
+            hi = lo + len(text)
+            if ch.heading != best.heading or used >= _MAX_STITCH:
+                continue
+            end = ch.start + len(ch.text)
+            if ch.start <= hi < end and ch.start >= lo:  # continues the span
+                text += ch.text[hi - ch.start:]
+            elif ch.start < lo <= end and end <= hi:  # leads into it
+                text = ch.text[: lo - ch.start] + text
+                lo = ch.start
+            else:
+                continue
+            used += 1
+            grew = True
+    return text
+
+
+def _rerank_text(ch: Chunk) -> str:
+    """What the cross-encoder reads: the section heading (when the text does not start with it) and the chunk."""
+    head = ch.heading.rsplit(" > ", 1)[-1]
+    return ch.text if not head or ch.text.startswith(head) else f"{head}\n{ch.text}"
 
 
 class KbqaLangchainRetriever(BaseRetriever):

