@@ -200,7 +200,7 @@ class LLMSettings(_Strict):
 
 
 class AnswerSettings(_Strict):
-    min_score: float = Field(default=0.33, ge=0, le=1)
+    min_score: float = Field(default=0.18, ge=0, le=1)
     """Refusal threshold: if no source scores at least this (0–1 scale), the answer is
     'not found in the knowledge base' and the LLM is not called. Calibrated on the dev set by
     benchmarks/calibrate_refusal.py (middle of the range with the best refusal accuracy at ≤ 5 % false refusals)."""

@@ -27,10 +27,11 @@ from kbqa.tokenize import TERMS_VERSION, Tokenizer
 if TYPE_CHECKING:  # imported where used: `kbqa search` must not pay for indexing, the LLM stack or LangChain
     from kbqa.embeddings import KbqaEmbeddings
     from kbqa.index import Indexer, ProgressFn
+    from kbqa.langchain_retriever import KbqaLangchainRetriever
     from kbqa.llm import ChatBackend
     from kbqa.loaders import Loaders
     from kbqa.qa import AnswerChain, History
-    from kbqa.retriever import HybridRetriever, KbqaLangchainRetriever
+    from kbqa.retriever import HybridRetriever
 
 _NAME = re.compile(r"^[\w][\w.\-]{0,63}$", re.UNICODE)
 
@@ -394,7 +395,7 @@ class KnowledgeBase:
         return self.answer_chain().stream(question, history, k=k, min_score=min_score)
 
     def as_langchain_retriever(self, k: int | None = None) -> KbqaLangchainRetriever:
-        from kbqa.retriever import KbqaLangchainRetriever
+        from kbqa.langchain_retriever import KbqaLangchainRetriever
 
         return KbqaLangchainRetriever(retriever=self.retriever(), k=k or self.settings.retrieval.k)
 

@@ -23,9 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from langchain_core.callbacks import CallbackManagerForRetrieverRun
-from langchain_core.documents import Document
-from langchain_core.retrievers import BaseRetriever
 
 from kbqa.config import RetrievalSettings
 from kbqa.embeddings import KbqaEmbeddings
@@ -250,15 +247,3 @@ def _rerank_text(ch: Chunk) -> str:
     """What the cross-encoder reads: the section heading (when the text does not start with it) and the chunk."""
     head = ch.heading.rsplit(" > ", 1)[-1]
     return ch.text if not head or ch.text.startswith(head) else f"{head}\n{ch.text}"
-
-
-class KbqaLangchainRetriever(BaseRetriever):
-    """A langchain-core `BaseRetriever` over a HybridRetriever, for LangChain pipelines."""
-
-    retriever: Any
-    k: int = 5
-
-    def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
-    ) -> list[Document]:
-        return [s.to_document() for s in self.retriever.search(query, k=self.k)]
