@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import statistics
 import sys
 import time
@@ -57,8 +58,6 @@ class Recorder:
 
 
 def _logit(p: float) -> float:
-    import math
-
     p = min(max(p, 1e-12), 1 - 1e-12)
     return math.log(p / (1 - p))
 

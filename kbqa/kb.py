@@ -148,9 +148,8 @@ class KnowledgeBase:
         if not self._reranker_built:
             from kbqa.rerank import make_reranker
 
-            device = self.settings.embedding.device
             self._reranker = make_reranker(self.settings.retrieval.reranker, self.settings.home,
-                                           "cpu" if device == "auto" else device)
+                                           self.settings.embedding.device)
             self._reranker_built = True
         return self._reranker
 

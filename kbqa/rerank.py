@@ -151,8 +151,9 @@ class OnnxCrossEncoder(_LazyModel):
                 feeds["attention_mask"][row, :k] = e.attention_mask
                 feeds["token_type_ids"][row, :k] = e.type_ids
             logits = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+            first = np.asarray(logits).reshape(len(group), -1)[:, 0]
             for row, g in enumerate(group):
-                out[g] = float(np.asarray(logits).reshape(len(group), -1)[row, 0])
+                out[g] = float(first[row])
             i = j
         return out
 
@@ -160,7 +161,7 @@ class OnnxCrossEncoder(_LazyModel):
 class StCrossEncoder(_LazyModel):
     """Any local sentence-transformers CrossEncoder folder (no remote code)."""
 
-    def __init__(self, folder: Path, *, calibration: Calibration, max_length: int = 512, device: str = "cpu") -> None:
+    def __init__(self, folder: Path, *, calibration: Calibration, max_length: int = 512, device: str = "auto") -> None:
         super().__init__(folder.name, calibration, False, max_length)
         self.folder = folder
         self.device = device
@@ -171,8 +172,11 @@ class StCrossEncoder(_LazyModel):
             import torch
             from sentence_transformers import CrossEncoder
 
+            from kbqa.embeddings.base import resolve_device
+
+            device = resolve_device(self.device, "embedding.device", ModelError)
             try:
-                self._model = CrossEncoder(str(self.folder), device=self.device, local_files_only=True,
+                self._model = CrossEncoder(str(self.folder), device=device, local_files_only=True,
                                            trust_remote_code=False, max_length=self.max_length,
                                            activation_fn=torch.nn.Identity())
             except Exception as exc:  # transformers raises OSError/ValueError/KeyError for bad folders
@@ -205,7 +209,7 @@ def bundled_reranker(threads: int = 0) -> OnnxCrossEncoder:
                             threads=threads)
 
 
-def folder_reranker(folder: Path, device: str = "cpu") -> Reranker:
+def folder_reranker(folder: Path, device: str = "auto") -> Reranker:
     """A local cross-encoder folder: its ONNX export when it has one, else sentence-transformers."""
     if not folder.is_dir():
         raise ConfigError(f"retrieval.reranker: {folder} is not a folder (use auto, none or a cross-encoder folder)")
@@ -217,7 +221,7 @@ def folder_reranker(folder: Path, device: str = "cpu") -> Reranker:
     return StCrossEncoder(folder, calibration=Calibration(), device=device)
 
 
-def make_reranker(spec: str, home: Path | None = None, device: str = "cpu") -> Reranker | None:
+def make_reranker(spec: str, home: Path | None = None, device: str = "auto") -> Reranker | None:
     """The reranker `retrieval.reranker` names; None for `none`, or for `auto` when the bundled one is missing."""
     value = spec.strip()
     if value.lower() in ("none", "off", ""):

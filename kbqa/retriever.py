@@ -115,26 +115,24 @@ class HybridRetriever:
             candidates.sort(key=lambda c: (-c.score, c.int_id))
         places = merge_places(candidates, rows)
         if self.reranker is not None and places:
-            self._rerank(query, places[: s.rerank_depth], rows)
+            self._rerank(self.reranker, query, places[: s.rerank_depth])
             places.sort(key=lambda p: -p.score)  # stable: unreranked ties keep fusion's order
         out: list[Source] = []
         for place in places:
             if place.score < threshold:
                 continue
-            ch = rows[place.best.int_id].chunk
+            ch = place.chunks[0]
             out.append(Source(len(out) + 1, ch.file, ch.path, ch.page, ch.heading, place.score,
                               place.text, ch.id))
             if len(out) == k:
                 break
         return out
 
-    def _rerank(self, query: str, places: list[Place], rows: dict[int, Any]) -> None:
+    def _rerank(self, reranker: Reranker, query: str, places: list[Place]) -> None:
         """Blend the reranker's 0–1 score into each place's relevance (None = no evidence: unchanged)."""
-        assert self.reranker is not None
         w = self.settings.rerank_weight
-        texts = [_rerank_text(rows[p.best.int_id].chunk) for p in places]
-        for place, rr in zip(places, self.reranker.score(query, texts), strict=True):
-            place.rerank = rr
+        texts = [_rerank_text(p.chunks[0]) for p in places]
+        for place, rr in zip(places, reranker.score(query, texts), strict=True):
             if rr is not None:
                 place.score = (1 - w) * place.fused + w * rr
 
@@ -166,14 +164,25 @@ def _coverage(idf: dict[str, float], chunk_terms: set[str]) -> float:
 
 @dataclass(slots=True)
 class Place:
-    """One page (or one run of overlapping chunks of a page-less section): one source slot."""
+    """One page (or one run of overlapping chunks of a page-less section): one source slot.
 
-    best: Candidate
+    `members` are its candidates best first, `chunks` their chunks in the same order; `fused`
+    is the best member's fused score, `score` the relevance shown (fused, or blended by the reranker).
+    """
+
     members: list[Candidate]
-    text: str
+    chunks: list[Chunk]
     fused: float
     score: float
-    rerank: float | None = None
+
+    @property
+    def best(self) -> Candidate:
+        return self.members[0]
+
+    @property
+    def text(self) -> str:
+        """Computed for the places shown only: the best chunk joined with its overlapping neighbours."""
+        return _stitch(self.chunks)
 
 
 def place_key(ch: Chunk) -> tuple[str, int | str]:
@@ -201,8 +210,7 @@ def merge_places(candidates: Sequence[Candidate], rows: dict[int, Any]) -> list[
             runs.append(run)
             order.append(run)
         run.append(c)
-    return [Place(run[0], run, _stitch([rows[m.int_id].chunk for m in run]), run[0].score, run[0].score)
-            for run in order]
+    return [Place(run, [rows[m.int_id].chunk for m in run], run[0].score, run[0].score) for run in order]
 
 
 def _touch(a: Chunk, b: Chunk) -> bool:
