@@ -27,7 +27,6 @@ import logging
 import os
 import shutil
 import struct
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kbqa.artefacts import ensure_artefact
 from kbqa.embeddings.sentence_transformer import Backend, SentenceTransformerEmbeddings
 from kbqa.errors import EmbeddingError
 
@@ -48,7 +48,6 @@ INSTALL_HINT = 'pip install "kbqa[e5]"'
 CONVERTER_VERSION = 1
 E5_DENSE_RANGE = (0.75, 0.92)
 """Cosine band mapped onto 0–1 (from the dev-set sweep: ~all pairs score 0.7–0.95)."""
-_STALE_TEMP_S = 3600.0
 _QK = 32  # Q4_0 block size
 
 
@@ -122,41 +121,20 @@ def ensure_model_dir(sources: E5Sources | None = None, cache_root: str | Path | 
     final = root / f"{MODEL_NAME}-{sources.key()}"
     if (final / "modules.json").is_file():
         return final
-    convert = convert or convert_e5s1
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(root)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{MODEL_NAME}-", dir=root))
-    except OSError as exc:
-        raise EmbeddingError(f"cannot create the model cache {root}: {exc}") from exc
+    run = convert or convert_e5s1
     started = time.perf_counter()
-    try:
-        convert(sources.weights, sources.tokenizer, tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it 0700
+
+    def fill(out: Path) -> None:
         try:
-            os.replace(tmp, final)
-        except OSError:
-            if not (final / "modules.json").is_file():  # not a lost race with another process: a real error
-                raise
-    except EmbeddingError:
-        raise
-    except Exception as exc:
-        raise EmbeddingError(f"converting {sources.weights} into {final} failed: {exc}") from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            run(sources.weights, sources.tokenizer, out)
+        except (EmbeddingError, OSError):
+            raise  # OSError: ensure_artefact names the folder
+        except Exception as exc:
+            raise EmbeddingError(f"converting {sources.weights} into {final} failed: {exc}") from exc
+
+    ensure_artefact(MODEL_NAME, sources.key(), fill, marker="modules.json", root=root, error=EmbeddingError)
     log.info("converted %s into %s in %.1f s", sources.weights, final, time.perf_counter() - started)
     return final
-
-
-def _remove_stale_temps(root: Path) -> None:
-    now = time.time()
-    for path in root.glob(f".tmp-{MODEL_NAME}-*"):
-        try:
-            if now - path.stat().st_mtime > _STALE_TEMP_S:
-                shutil.rmtree(path, ignore_errors=True)
-        except OSError:
-            pass
 
 
 # -- the E5S1 format ---------------------------------------------------------------------------
