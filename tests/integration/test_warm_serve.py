@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from processes import stop
 
 from kbqa.warm import RECORD_FILE
 
@@ -61,12 +62,7 @@ def test_serve_records_itself_and_the_cli_reuses_it(tmp_path: Path) -> None:
         served = log.read_text()
         assert "POST /api/kbs/kb/search HTTP/1.1\" 200" in served and "POST /api/kbs/kb/ask HTTP/1.1\" 200" in served
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     assert proc.returncode == 0, log.read_text()
     assert not record.exists()
     assert _kbqa(env, home, "search", "how do I prime pump P-17", "--kb", "kb", "--json") == local

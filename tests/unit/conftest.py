@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from kbqa.config import Settings
 from kbqa.errors import LoaderError
+from kbqa.kb import KnowledgeBase
 from kbqa.schema import LoadedFile, Section
+from kbqa.testing import FakeEmbeddings
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +42,19 @@ class FakeLoaders:
 @pytest.fixture
 def fake_loaders() -> FakeLoaders:
     return FakeLoaders()
+
+
+@pytest.fixture
+def fake_kb(settings: Settings, fake_loaders: FakeLoaders, tmp_path: Path) -> Callable[[dict[str, str]], KnowledgeBase]:
+    """Build knowledge base "r" from {file name: text} with the fake loaders and hashing embeddings."""
+
+    def build(docs: dict[str, str]) -> KnowledgeBase:
+        src = tmp_path / "src"
+        src.mkdir()
+        for name, text in docs.items():
+            (src / name).write_text(text, encoding="utf-8")
+        base = KnowledgeBase.create("r", settings, embeddings=FakeEmbeddings(), loaders=fake_loaders)
+        base.add(src)
+        return base
+
+    return build

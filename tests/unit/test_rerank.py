@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,6 @@ from kbqa.kb import KnowledgeBase
 from kbqa.rerank import Calibration, OnnxCrossEncoder, StCrossEncoder, make_reranker
 from kbqa.retriever import Candidate, merge_places
 from kbqa.schema import Chunk
-from kbqa.testing import FakeEmbeddings
 
 
 class _Row:
@@ -72,15 +71,9 @@ DOCS = {
 
 
 @pytest.fixture
-def kb(settings: Settings, fake_loaders, tmp_path: Path) -> KnowledgeBase:
-    src = tmp_path / "src"
-    src.mkdir()
-    for name, text in DOCS.items():
-        (src / name).write_text(text, encoding="utf-8")
+def kb(settings: Settings, fake_kb: Callable[[dict[str, str]], KnowledgeBase]) -> KnowledgeBase:
     settings.retrieval.reranker = "none"
-    base = KnowledgeBase.create("r", settings, embeddings=FakeEmbeddings(), loaders=fake_loaders)
-    base.add(src)
-    return base
+    return fake_kb(DOCS)
 
 
 def test_reranker_reorders_and_enters_the_one_score(kb: KnowledgeBase) -> None:

@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from kbqa.config import Settings
 from kbqa.kb import KnowledgeBase
-from kbqa.testing import FakeEmbeddings
 
 DOCS = {
     "pumps.txt": "Pump P-17 must be primed before start-up. Open valve V3, then press the green button.",
@@ -17,14 +15,8 @@ DOCS = {
 
 
 @pytest.fixture
-def kb(settings: Settings, fake_loaders, tmp_path: Path) -> KnowledgeBase:
-    src = tmp_path / "src"
-    src.mkdir()
-    for name, text in DOCS.items():
-        (src / name).write_text(text, encoding="utf-8")
-    base = KnowledgeBase.create("r", settings, embeddings=FakeEmbeddings(), loaders=fake_loaders)
-    base.add(src)
-    return base
+def kb(fake_kb: Callable[[dict[str, str]], KnowledgeBase]) -> KnowledgeBase:
+    return fake_kb(DOCS)
 
 
 def test_scores_are_0_to_1_and_sorted(kb: KnowledgeBase) -> None:
